@@ -1,0 +1,25 @@
+# The README's two commands: `make demo` (main job on the embedded default) and `make test`.
+# Both create the virtual environment on first use (pinned dependencies; torch 2.13.0 CPU wheel).
+PYTHON ?= python3
+VENV   ?= .venv
+CORES  ?= 8
+BIN    := $(VENV)/bin
+
+.PHONY: demo test install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/snakemake --cores $(CORES) all
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf results data .snakemake

@@ -1,0 +1,45 @@
+# genastro: four studies of generative models on astronomical images, end to end.
+#   snakemake --cores 8 all                                  embedded GalSim surveys (demo preset, config.yaml)
+#   snakemake --cores 8 all --configfile presets/ci.yaml     tiny, for tests
+#   snakemake --cores 8 all --configfile presets/paper.yaml  real archive data, paper sizes, GPU
+# Any single output can be asked for by its path; only its upstream rules run.
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# Rule scripts import the library; make it importable in every job (conda envs, cluster jobs) too.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+sys.path.insert(0, workflow.basedir)
+
+from workflow_scripts.config import validate_config
+from workflow_scripts.errors import ConfigError
+from workflow_scripts.surveys import surveys_from_config
+
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+try:
+    validate_config(config)
+except ConfigError as exc:
+    sys.exit(f"error: invalid {exc}")
+
+DATA = config["data_dir"]
+SURVEYS = surveys_from_config(config)
+DATA_SURVEYS = {name: s for name, s in SURVEYS.items() if s.source != "none"}
+LOGS = "results/logs"
+BENCH = "results/benchmarks"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.data_all.input,
