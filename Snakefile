@@ -6,14 +6,11 @@
 import os
 import sys
 
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
 
-# Rule scripts import the library; make it importable in every job (conda envs, cluster jobs) too.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
-sys.path.insert(0, workflow.basedir)
+sys.path.insert(0, workflow.basedir)  # the library, also when the package is not pip-installed
 
 from workflow_scripts.config import validate_config
 from workflow_scripts.errors import ConfigError

@@ -1,4 +1,7 @@
-# Helpers shared by the rule files: boundary paths and resource estimates.
+# Functions shared by the workflow: boundary paths, archive file names, resource estimates, input lists.
+import os
+from pathlib import Path
+
 from workflow_scripts import io as boundary
 
 
@@ -18,3 +21,21 @@ def mosaic_mem_mb(survey, copies=4, floor=1000):
     """Memory for a job holding `copies` float32 copies of every band of an embedded mosaic."""
     npix = survey.embedded.get("npix", 4096)
     return floor + int(copies * len(survey.bands) * npix * npix * 4 / 2**20)
+
+
+def raw_file(survey, url):
+    """Local path of an archive file: {data_dir}/raw/{survey}/{file name in the URL}."""
+    return f"{DATA}/raw/{survey}/{os.path.basename(url)}"
+
+
+def overview_inputs(w):
+    s = SURVEYS[w.survey]
+    inputs = {
+        "images": [band_file(s.name, w.field, b) for b in s.bands],
+        "psfs": [f"results/data/{s.name}/{w.field}/psf/{b}.fits" for b in s.bands],
+    }
+    if s.catalog:
+        inputs["catalog"] = catalog_file(s.name, w.field)
+    return inputs
+
+

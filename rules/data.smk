@@ -1,15 +1,8 @@
 # The data boundary: real downloads + normalisation, or the embedded GalSim simulation, then PSFs and an
 # overview figure per field. Downstream studies read only {data_dir}/{survey}/{field}/{band}.fits (+ .rms.fits)
 # and catalog.parquet, whichever of the two paths made them.
-import os
-
-
 localrules:
     download,
-
-
-def raw_file(survey, url):
-    return f"{DATA}/raw/{survey}/{os.path.basename(url)}"
 
 
 # Every archive file the configured surveys need: local path -> (url, band expected in its FILTER keyword).
@@ -70,7 +63,7 @@ for _s in DATA_SURVEYS.values():
                 survey=_s.name,
                 field="|".join(_s.fields),
             params:
-                data_dir=DATA,
+                data_dir=lambda w, output: str(Path(output.images[0]).parents[2]),
             log:
                 f"{LOGS}/simulate/{{survey}}_{{field}}.log",
             benchmark:
@@ -109,7 +102,7 @@ for _s in DATA_SURVEYS.values():
                 survey=_s.name,
                 field="|".join(_s.fields),
             params:
-                data_dir=DATA,
+                data_dir=lambda w, output: str(Path(output.images[0]).parents[2]),
             log:
                 f"{LOGS}/normalise/{{survey}}_{{field}}.log",
             benchmark:
@@ -148,21 +141,10 @@ rule psf:
         "../workflow_scripts/steps/psf.py"
 
 
-def _overview_inputs(w):
-    s = SURVEYS[w.survey]
-    inputs = {
-        "images": [band_file(s.name, w.field, b) for b in s.bands],
-        "psfs": [f"results/data/{s.name}/{w.field}/psf/{b}.fits" for b in s.bands],
-    }
-    if s.catalog:
-        inputs["catalog"] = catalog_file(s.name, w.field)
-    return inputs
-
-
 rule overview:
     """A look at one field: colour image, PSF per band (measured vs configured FWHM), counts and sizes."""
     input:
-        unpack(_overview_inputs),
+        unpack(overview_inputs),
     output:
         png="results/figures/data/{survey}_{field}_overview.png",
     log:
