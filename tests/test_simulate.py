@@ -1,0 +1,361 @@
+"""The embedded survey simulator, checked against its own truth on small fields (seconds each)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from types import SimpleNamespace
+
+import galsim
+import numpy as np
+import pandas as pd
+import pytest
+from photutils.aperture import CircularAperture, aperture_photometry
+from scipy.optimize import minimize_scalar
+
+from workflow_scripts import io
+from workflow_scripts.config import load_config
+from workflow_scripts.errors import ConfigError
+from workflow_scripts.simulate import (PSF_OVERSAMPLING, field_seed, measured_fwhm, simulate_field,
+                                       truth_psf_path, write_simulated_field)
+from workflow_scripts.simulate.field import STAMP_HLR_FACTOR
+from workflow_scripts.simulate.population import (COUNTS_AT_REF, COUNTS_REF_MAG, draw_magnitudes,
+                                                  surface_density)
+from workflow_scripts.simulate.psf import PSF_MOFFAT_BETA, PSF_TRUNC_FWHM
+from workflow_scripts.simulate.rare import MERGER_SEPARATION_ARCSEC
+from workflow_scripts.simulate.seds import ColourGrid, TEMPLATES
+from workflow_scripts.surveys import Survey, get_survey
+
+PROV = io.provenance("cafef00d", 7, "embedded")
+
+
+def small_survey(name: str, depth_offset: float = 0.0, bands: tuple[str, ...] | None = None, **embedded) -> Survey:
+    """A survey from config.yaml with its embedded sizes overridden (validated like any config)."""
+    cfg = load_config()
+    cfg["surveys"][name]["embedded"].update(embedded)
+    if bands:
+        cfg["surveys"][name]["bands"] = {b: cfg["surveys"][name]["bands"][b] for b in bands}
+    for spec in cfg["surveys"][name]["bands"].values():
+        spec["depth"] += depth_offset
+    from workflow_scripts.config import validate_config
+
+    validate_config(cfg)
+    return get_survey(cfg, name)
+
+
+@pytest.fixture(scope="module")
+def goodss():
+    # bright stars for high-S/N photometry; a realistic galaxy population to mag 27
+    survey = small_survey("goodss", npix=512, n_stars=16, star_mag_range=[18.0, 20.5])
+    return survey, simulate_field(survey, "goodss", seed=11, progress=False)
+
+
+@pytest.fixture(scope="module")
+def goodss_deep():
+    # 4 mag deeper than GOODS-S (noise 40x lower) so that many galaxies reach S/N > 200 in a total aperture;
+    # a wide field of bright galaxies in two bands keeps it fast
+    survey = small_survey("goodss", depth_offset=4.0, bands=("F435W", "F160W"), npix=1536, n_stars=8,
+                          mag_limit=24.5)
+    return survey, simulate_field(survey, "goodss", seed=12, progress=False)
+
+
+@pytest.fixture(scope="module")
+def ceers():
+    survey = small_survey("ceers", npix=512, n_stars=8, n_ero=12, n_merger=6)
+    return survey, simulate_field(survey, "nircam1", seed=5, progress=False)
+
+
+# ------------------------------------------------------------------------------------------ determinism
+def test_same_seed_identical_different_seed_differs():
+    survey = small_survey("xdf", npix=256, n_stars=5, n_merger=2)
+    a = simulate_field(survey, "hudf", seed=3, progress=False)
+    b = simulate_field(survey, "hudf", seed=3, progress=False)
+    c = simulate_field(survey, "hudf", seed=4, progress=False)
+    for band in survey.band_names:
+        assert a.images[band].dtype == np.float32
+        assert np.array_equal(a.images[band], b.images[band])
+        assert not np.array_equal(a.images[band], c.images[band])
+        assert np.array_equal(a.psfs[band], b.psfs[band])
+    pd.testing.assert_frame_equal(a.catalog, b.catalog)
+    assert len(a.catalog) != len(c.catalog) or not np.allclose(a.catalog["x"], c.catalog["x"])
+
+
+def test_field_seed_is_a_stable_hash():
+    expected = int.from_bytes(hashlib.sha256(b"20221/goodss/goodss").digest()[:4], "little")
+    assert field_seed(20221, "goodss", "goodss") == expected
+    assert field_seed(20221, "ceers", "nircam1") != field_seed(20221, "ceers", "nircam2")
+
+
+def test_unknown_field_is_a_config_error():
+    with pytest.raises(ConfigError, match="not a field"):
+        simulate_field(small_survey("xdf", npix=128), "nope", seed=1, progress=False)
+
+
+# ------------------------------------------------------------------------------------------ photometry
+def _aperture_radius_px(survey: Survey, row: pd.Series) -> float:
+    """Radius holding all the drawn light: the stamp radius used by the renderer (galaxy extent + PSF reach)."""
+    fwhm = max(b.psf_fwhm for b in survey.bands.values())
+    extent = STAMP_HLR_FACTOR * row.truth_hlr / np.sqrt(row.truth_q)
+    return (extent + PSF_TRUNC_FWHM * fwhm) / survey.pixel_scale
+
+
+def _isolated(cat: pd.DataFrame, i: int, radius: float, survey: Survey, band: str) -> bool:
+    row = cat.loc[i]
+    others = cat.drop(index=i)
+    # neighbours fainter than 0.2 % of the target cannot bias it by more than 0.2 %
+    others = others[others[f"truth_flux_{band}"] > 2e-3 * row[f"truth_flux_{band}"]]
+    reach = np.array([_aperture_radius_px(survey, r) for _, r in others.iterrows()])
+    dist = np.hypot(others.x - row.x, others.y - row.y)
+    return bool(np.all(dist > radius + reach))
+
+
+@pytest.mark.parametrize("kind, fixture", [("star", "goodss"), ("normal", "goodss_deep"), ("star", "goodss_deep")])
+def test_aperture_photometry_recovers_truth_flux(kind, fixture, request):
+    """Total-aperture photometry of bright isolated objects returns the truth flux (all light is drawn)."""
+    survey, sim = request.getfixturevalue(fixture)
+    cat = sim.catalog
+    npix = sim.images[survey.band_names[0]].shape[0]
+    checked = 0
+    for i in cat.index[cat.label == kind]:
+        row = cat.loc[i]
+        r = _aperture_radius_px(survey, row)
+        if min(row.x, row.y) < r or max(row.x, row.y) > npix - 1 - r:
+            continue
+        for band in survey.band_names:
+            truth = row[f"truth_flux_{band}"]
+            noise = survey.pixel_noise(band) * np.sqrt(np.pi) * r
+            if truth / noise < 200 or not _isolated(cat, i, r, survey, band):
+                continue
+            flux = aperture_photometry(sim.images[band], CircularAperture((row.x, row.y), r),
+                                       method="exact")["aperture_sum"][0]
+            assert flux == pytest.approx(truth, rel=0.02), (kind, row.id, band)
+            checked += 1
+    assert checked >= 10, f"only {checked} bright isolated {kind} measurements"
+
+
+# ------------------------------------------------------------------------------------------------- WCS
+def test_wcs_round_trip_through_written_mosaic(goodss, tmp_path):
+    survey, sim = goodss
+    write_simulated_field(sim, survey, tmp_path, "goodss", PROV)
+    cat = io.read_catalog(io.catalog_path(tmp_path, "goodss", "goodss"))
+    for band in ("F435W", "F160W"):
+        mosaic = io.read_mosaic(io.band_path(tmp_path, "goodss", "goodss", band))
+        x, y = mosaic.wcs.wcs_world2pix(cat["ra"].to_numpy(), cat["dec"].to_numpy(), 0)
+        assert np.max(np.abs(x - cat["x"])) < 0.05
+        assert np.max(np.abs(y - cat["y"])) < 0.05
+        assert mosaic.pixel_scale == pytest.approx(survey.pixel_scale, rel=1e-9)
+    # near the real GOODS-S
+    assert cat["ra"].mean() == pytest.approx(53.12, abs=0.05)
+    assert cat["dec"].mean() == pytest.approx(-27.80, abs=0.05)
+
+
+# ----------------------------------------------------------------------------------------------- depth
+def test_empty_aperture_depth_matches_config(goodss):
+    survey, sim = goodss
+    cat = sim.catalog
+    npix = sim.images[survey.band_names[0]].shape[0]
+    yy, xx = np.mgrid[:npix, :npix]
+    mask = np.zeros((npix, npix), dtype=bool)
+    for _, row in cat.iterrows():
+        r = _aperture_radius_px(survey, row)
+        mask |= (xx - row.x) ** 2 + (yy - row.y) ** 2 < r**2
+    radius = 0.5 * survey.depth_aperture / survey.pixel_scale
+    rng = np.random.default_rng(0)
+    cand = rng.uniform(radius + 1, npix - radius - 2, size=(20000, 2))
+    free = ~mask[np.round(cand[:, 1]).astype(int), np.round(cand[:, 0]).astype(int)]
+    pos = cand[free][:3000]
+    assert len(pos) >= 1000
+    # exclude apertures that touch a masked pixel
+    pos = np.array([p for p in pos if not mask[int(p[1] - radius - 1):int(p[1] + radius + 2),
+                                                int(p[0] - radius - 1):int(p[0] + radius + 2)].any()])
+    assert len(pos) >= 500
+    for band in survey.band_names:
+        sums = aperture_photometry(sim.images[band], CircularAperture(pos, radius), method="center")["aperture_sum"]
+        depth = survey.band(band).mag(5.0 * float(np.std(np.asarray(sums))))
+        assert depth == pytest.approx(survey.band(band).depth, abs=0.2), band
+        assert np.all(sim.rms[band] == np.float32(survey.pixel_noise(band)))
+
+
+# ------------------------------------------------------------------------------------------------- PSF
+@pytest.mark.parametrize("name", ["goodss", "ceers", "xdf"])
+def test_optical_psf_fwhm_is_configured(name):
+    survey = small_survey(name, npix=128)
+    for band in survey.band_names:
+        assert measured_fwhm(survey, band) == pytest.approx(survey.band(band).psf_fwhm, rel=0.005)
+
+
+def _fit_fwhm(image: np.ndarray, scale: float, guess: float) -> float:
+    """FWHM of a Moffat(beta)*pixel model fitted to a centred PSF image (least squares over the FWHM)."""
+    n = image.shape[0]
+
+    def cost(fwhm: float) -> float:
+        model = galsim.Convolve(galsim.DeltaFunction(), galsim.Moffat(beta=PSF_MOFFAT_BETA, fwhm=fwhm))
+        arr = model.drawImage(nx=n, ny=n, scale=scale, method="fft").array
+        return float(np.sum((arr / arr.sum() - image) ** 2))
+
+    return minimize_scalar(cost, bounds=(0.5 * guess, 2.0 * guess), method="bounded",
+                           options={"xatol": 1e-5 * guess}).x
+
+
+@pytest.mark.parametrize("name", ["goodss", "ceers"])
+def test_written_true_psf(name, tmp_path):
+    survey = small_survey(name, npix=128, n_stars=2, mag_limit=22.0, n_ero=0, n_merger=0)
+    fld = survey.fields[0]
+    sim = simulate_field(survey, fld, seed=2, progress=False)
+    write_simulated_field(sim, survey, tmp_path, fld, PROV)
+    for band in survey.band_names:
+        native = io._open_image(truth_psf_path(tmp_path, name, fld, band))[0]
+        over, hdr = io._open_image(truth_psf_path(tmp_path, name, fld, band, oversampled=True))
+        assert native.shape[0] % 2 == 1 and native.shape[0] == native.shape[1]
+        assert native.sum() == pytest.approx(1.0, abs=1e-4)
+        assert np.unravel_index(np.argmax(native), native.shape) == (native.shape[0] // 2,) * 2
+        fwhm = _fit_fwhm(native.astype(float), survey.pixel_scale, survey.band(band).psf_fwhm)
+        assert fwhm == pytest.approx(survey.band(band).psf_fwhm, rel=0.02), band
+        # the oversampled effective PSF reproduces the native one at native pixel centres
+        assert hdr["OVERSAMP"] == PSF_OVERSAMPLING
+        assert over.shape[0] == native.shape[0] * PSF_OVERSAMPLING + 1
+        c = over.shape[0] // 2
+        k = native.shape[0] // 2
+        sub = over[c - k * PSF_OVERSAMPLING:c + k * PSF_OVERSAMPLING + 1:PSF_OVERSAMPLING,
+                   c - k * PSF_OVERSAMPLING:c + k * PSF_OVERSAMPLING + 1:PSF_OVERSAMPLING]
+        assert np.max(np.abs(sub - native)) < 2e-3 * native.max()
+        assert io.read_provenance(truth_psf_path(tmp_path, name, fld, band))["config_hash"] == "cafef00d"
+
+
+def test_stars_in_mosaic_match_true_psf(goodss):
+    """A bright star in the image, noise aside, is the true PSF shifted to its position."""
+    survey, sim = goodss
+    cat = sim.catalog
+    star = cat[cat.star].sort_values("truth_flux_F160W").iloc[-1]
+    band = "F160W"
+    psf = sim.psfs[band]
+    k = psf.shape[0] // 2
+    ix, iy = int(round(star.x)), int(round(star.y))
+    cut = sim.images[band][iy - k:iy + k + 1, ix - k:ix + k + 1]
+    model = galsim.Convolve(galsim.DeltaFunction(flux=star.truth_flux_F160W),
+                            galsim.Moffat(beta=PSF_MOFFAT_BETA, fwhm=survey.band(band).psf_fwhm,
+                                          trunc=PSF_TRUNC_FWHM * survey.band(band).psf_fwhm))
+    arr = model.drawImage(nx=2 * k + 1, ny=2 * k + 1, scale=survey.pixel_scale, method="fft",
+                          offset=(star.x - ix, star.y - iy)).array
+    resid = (cut - arr) / survey.pixel_noise(band)
+    assert np.std(resid) < 1.3
+
+
+# ----------------------------------------------------------------------------------------- populations
+def test_ceers_eros_have_required_colours_and_labels(ceers):
+    survey, sim = ceers
+    cat = sim.catalog
+    ero = cat[cat.label == "ero"]
+    assert len(ero) == 12
+    m = {b: ero[f"truth_mag_{b}"] for b in ("F150W", "F200W", "F277W", "F444W")}
+    assert np.all(np.abs(m["F150W"] - m["F200W"]) < 0.2)
+    assert np.all(m["F277W"] - m["F444W"] > 1.5)
+    assert np.all(m["F444W"] < 28.0)
+    assert np.all((ero.z > 5) & (ero.z < 7))
+    assert np.all(ero.truth_hlr < 0.05)
+    assert not ero.star.any()
+    assert set(cat.label) == {"normal", "star", "ero", "merger"}
+
+
+def test_ceers_mergers_come_in_labelled_pairs(ceers):
+    survey, sim = ceers
+    cat = sim.catalog
+    mer = cat[cat.label == "merger"]
+    assert len(mer) == 12
+    assert (cat.loc[cat.label != "merger", "pair_id"] == -1).all()
+    for pid, pair in mer.groupby("pair_id"):
+        assert len(pair) == 2
+        assert pair.z.nunique() == 1
+        sep = np.hypot(*np.diff(pair[["x", "y"]].to_numpy(), axis=0)[0]) * survey.pixel_scale
+        lo, hi = MERGER_SEPARATION_ARCSEC
+        assert lo - 1e-9 <= sep <= hi + 1e-9
+        assert (pair.truth_tail_frac > 0).all()
+
+
+def test_eros_need_their_bands():
+    survey = small_survey("goodss", npix=128, n_ero=2)
+    with pytest.raises(ConfigError, match="F150W"):
+        simulate_field(survey, "goodss", seed=1, progress=False)
+
+
+def test_number_counts_and_colours():
+    # the counts integral at the reference magnitude is the configured density per mag
+    per_mag = surface_density(COUNTS_REF_MAG - 0.005, COUNTS_REF_MAG + 0.005) / 0.01
+    assert per_mag == pytest.approx(COUNTS_AT_REF, rel=1e-3)
+    mags = draw_magnitudes(np.random.default_rng(0), area_deg2=0.01, m_faint=27.0)
+    assert len(mags) == pytest.approx(0.01 * surface_density(17.0, 27.0), rel=0.05)
+    assert mags.max() < 27.0 and mags.min() >= 17.0
+    # our numpy band integrals agree with GalSim's SED.calculateMagnitude (no IGM at z = 0.5)
+    survey = small_survey("goodss", npix=128)
+    grid = ColourGrid(survey, "F160W", templates=TEMPLATES[1:2], z_grid=np.array([0.4, 0.5, 0.6]))
+    share = galsim.meta_data.share_dir
+    sed = galsim.SED(f"{share}/SEDs/{TEMPLATES[1]}.sed", wave_type="Ang", flux_type="flambda").atRedshift(0.5)
+    ref = sed.calculateMagnitude(galsim.Bandpass(f"{share}/bandpasses/WFC3_ir_F160W.dat", "nm").withZeropoint("AB"))
+    for band in ("F435W", "F606W", "F125W"):
+        bp = galsim.Bandpass(f"{share}/bandpasses/{survey.band(band).bandpass}.dat", "nm").withZeropoint("AB")
+        colour = sed.calculateMagnitude(bp) - ref
+        ours = -2.5 * np.log10(grid.ratio[0, 1, survey.band_names.index(band)])
+        assert ours == pytest.approx(colour, abs=0.02), band
+
+
+def test_high_redshift_galaxies_drop_out_of_blue_bands():
+    survey = small_survey("goodss", npix=128)
+    grid = colour_grid_for(survey)
+    r = grid.flux_ratios(np.array([2.0, 2.0]), np.array([1.0, 4.5]))
+    i435 = survey.band_names.index("F435W")
+    assert r[1, i435] < 0.02 * r[0, i435]
+
+
+def colour_grid_for(survey: Survey) -> ColourGrid:
+    from workflow_scripts.simulate.field import colour_grid
+
+    return colour_grid(survey, survey.embedded["mag_band"])
+
+
+# -------------------------------------------------------------------------------------------- boundary
+def test_boundary_files_read_back_with_provenance(ceers, tmp_path):
+    survey, sim = ceers
+    written = write_simulated_field(sim, survey, tmp_path, "nircam1", PROV)
+    for band in survey.band_names:
+        path = io.band_path(tmp_path, "ceers", "nircam1", band)
+        assert written[band] == path
+        mosaic = io.read_mosaic(path)
+        assert np.array_equal(mosaic.data, sim.images[band])
+        assert np.array_equal(mosaic.rms, sim.rms[band])
+        assert mosaic.band == band
+        assert mosaic.zeropoint == survey.band(band).zeropoint
+        assert mosaic.header["TELESCOP"] == "JWST" and mosaic.header["BUNIT"] == survey.bunit
+        prov = io.read_provenance(path)
+        assert prov == {"pipeline_version": PROV["pipeline_version"], "config_hash": "cafef00d", "seed": 7,
+                        "source": "embedded"}
+        assert truth_psf_path(tmp_path, "ceers", "nircam1", band).exists()
+        assert truth_psf_path(tmp_path, "ceers", "nircam1", band, oversampled=True).exists()
+    cpath = io.catalog_path(tmp_path, "ceers", "nircam1")
+    cat = io.read_catalog(cpath)
+    pd.testing.assert_frame_equal(cat, sim.catalog, check_dtype=False)
+    for col in ("id", "ra", "dec", "z", "fwhm", "star", "x", "y", "truth_hlr", "truth_bulge_frac",
+                "truth_sersic_n", "truth_q", "truth_beta", "label", "pair_id"):
+        assert col in cat.columns
+    for band in survey.band_names:
+        assert {f"flux_{band}", f"mag_{band}", f"truth_flux_{band}"} <= set(cat.columns)
+    assert io.read_provenance(cpath)["config_hash"] == "cafef00d"
+    assert io.read_provenance(cpath)["field_seed"] == sim.seed
+    # the catalogue FWHM is at least the PSF's and the errors are honest
+    assert (cat.fwhm >= 0.9 * survey.band("F444W").psf_fwhm).all()
+    pull = (cat["flux_F444W"] - cat["truth_flux_F444W"]) / cat["fluxerr_F444W"]
+    assert abs(pull.mean()) < 0.5 and 0.6 < pull.std() < 1.5
+
+
+def test_step_adapter_writes_the_boundary(tmp_path):
+    from workflow_scripts.steps import simulate_field as step
+
+    cfg = load_config()
+    cfg["surveys"]["xdf"]["embedded"].update(npix=128, n_stars=3)
+    snake = SimpleNamespace(config=cfg, wildcards=SimpleNamespace(survey="xdf", field="hudf"),
+                            params=SimpleNamespace(data_dir=str(tmp_path)), log=[], rule="simulate_field")
+    step.main(snake, logging.getLogger("test"))
+    seed = field_seed(cfg["seed"], "xdf", "hudf")
+    for band in cfg["surveys"]["xdf"]["bands"]:
+        assert io.read_provenance(io.band_path(tmp_path, "xdf", "hudf", band))["source"] == "embedded"
+        assert io.read_mosaic(io.band_path(tmp_path, "xdf", "hudf", band)).header["SIMSEED"] == seed
+    assert len(io.read_catalog(io.catalog_path(tmp_path, "xdf", "hudf"))) > 3
