@@ -23,6 +23,12 @@ def mosaic_mem_mb(survey, copies=4, floor=1000):
     return floor + int(copies * len(survey.bands) * npix * npix * 4 / 2**20)
 
 
+def band_mem_mb(survey, copies=8, floor=500):
+    """Memory for a job holding `copies` float32 copies of one band of an embedded mosaic."""
+    npix = survey.embedded.get("npix", 16384)
+    return floor + int(copies * npix * npix * 4 / 2**20)
+
+
 def raw_file(survey, url):
     """Local path of an archive file: {data_dir}/raw/{survey}/{file name in the URL}."""
     return f"{DATA}/raw/{survey}/{os.path.basename(url)}"

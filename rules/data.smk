@@ -133,7 +133,7 @@ rule psf:
         f"{BENCH}/psf/{{survey}}_{{field}}_{{band}}.tsv"
     threads: 1
     resources:
-        mem_mb=lambda w: mosaic_mem_mb(SURVEYS[w.survey], copies=6) // max(1, len(SURVEYS[w.survey].bands)),
+        mem_mb=lambda w: band_mem_mb(SURVEYS[w.survey]),
         runtime=30,
     conda:
         "../envs/data.yaml"

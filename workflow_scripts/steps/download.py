@@ -2,6 +2,11 @@
 
 from typing import Any
 
+try:  # rule scripts: put the repository on sys.path (Snakemake adds this folder to sys.path)
+    import _repo_path  # noqa: F401
+except ImportError:
+    pass
+
 from workflow_scripts.download import fetch
 from workflow_scripts.steps._common import run
 

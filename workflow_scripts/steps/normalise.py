@@ -8,6 +8,11 @@ are recognised by their file names, as :mod:`workflow_scripts.io` lays them out:
 from pathlib import Path
 from typing import Any
 
+try:  # rule scripts: put the repository on sys.path (Snakemake adds this folder to sys.path)
+    import _repo_path  # noqa: F401
+except ImportError:
+    pass
+
 from workflow_scripts.errors import BoundaryError
 from workflow_scripts.normalise import normalise_band, normalise_catalog
 from workflow_scripts.steps._common import run, step_provenance
