@@ -1,0 +1,107 @@
+"""The workflow as users drive it: dry runs of the paper preset, single targets, and a real ci-preset run."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from workflow_scripts import io
+from workflow_scripts.config import config_hash, load_config
+from workflow_scripts.psf import measure_fwhm
+from workflow_scripts.surveys import surveys_from_config
+
+from .conftest import REPO, run_snakemake
+
+PAPER = str(REPO / "presets" / "paper.yaml")
+CI = str(REPO / "presets" / "ci.yaml")
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table of a dry run into {rule: count}."""
+    counts = {}
+    table = stdout.split("Job stats:", 1)[1]
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def test_paper_preset_dry_run_builds_the_real_data_dag(tmp_path):
+    result = run_snakemake("-n", "--cores", "8", "all", "--configfile", PAPER, workdir=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    # 7 GOODS-S mosaics + Guo+13 catalogue + photo-z catalogue, 6 CEERS bands, 3 XDF bands
+    assert counts["download"] == 7 + 2 + 6 + 3
+    assert counts["normalise_goodss"] == counts["normalise_ceers"] == counts["normalise_xdf"] == 1
+    assert counts["psf"] == 7 + 6 + 3
+    assert "simulate_goodss" not in counts
+    assert not (tmp_path / "data").exists(), "a dry run must not create data"
+
+
+def test_one_target_runs_only_its_upstream_rules(tmp_path):
+    result = run_snakemake("-n", "--cores", "2", "results/data/xdf/hudf/psf/F775W.json", "--configfile", CI,
+                           workdir=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout) == {"psf": 1, "simulate_xdf": 1, "total": 2}
+
+
+@pytest.mark.slow
+def test_ci_preset_end_to_end(ci_run: Path):
+    config = load_config(CI)
+    surveys = surveys_from_config(config)
+    expected_hash = config_hash(config)
+    for survey in surveys.values():
+        for field in survey.fields:
+            assert (ci_run / f"results/figures/data/{survey.name}_{field}_overview.png").stat().st_size > 10_000
+            catalog_file = io.catalog_path(ci_run / config["data_dir"], survey.name, field)
+            catalog = io.read_catalog(catalog_file)
+            assert io.read_provenance(catalog_file)["config_hash"] == expected_hash
+            for band in survey.bands:
+                mosaic = io.read_mosaic(io.band_path(ci_run / config["data_dir"], survey.name, field, band))
+                assert mosaic.data.shape == (survey.embedded["npix"],) * 2
+                assert mosaic.pixel_scale == pytest.approx(survey.pixel_scale, rel=1e-6)
+                assert mosaic.zeropoint == survey.band(band).zeropoint
+                assert mosaic.header["CFGHASH"] == expected_hash
+                assert mosaic.header["SEED"] == config["seed"]
+                assert np.isfinite(mosaic.data).all()
+            assert catalog["star"].sum() >= config["psf"]["min_stars"]
+    # every rule left a log and a benchmark
+    assert list((ci_run / "results/logs").rglob("*.log"))
+    assert list((ci_run / "results/benchmarks").rglob("*.tsv"))
+
+
+@pytest.mark.slow
+def test_ci_psfs_match_the_true_psfs(ci_run: Path):
+    """The EPSF measured from the stars of each embedded mosaic has the FWHM of the true (pixel-convolved) PSF."""
+    config = load_config(CI)
+    for survey in surveys_from_config(config).values():
+        for field in survey.fields:
+            for band in survey.bands:
+                summary = json.loads((ci_run / f"results/data/{survey.name}/{field}/psf/{band}.json").read_text())
+                assert summary["n_stars"] >= config["psf"]["min_stars"]
+                true_psf = fits.getdata(ci_run / config["data_dir"] / survey.name / field / "truth" / f"psf_{band}.fits")
+                true_fwhm = measure_fwhm(true_psf) * survey.pixel_scale
+                assert summary["fwhm_arcsec"] == pytest.approx(true_fwhm, rel=0.05), (survey.name, band)
+
+
+@pytest.mark.slow
+def test_truncated_mosaic_fails_its_job_clearly_and_leaves_no_output(ci_run: Path, tmp_path: Path):
+    shutil.copytree(ci_run / "data", tmp_path / "data")
+    mosaic = tmp_path / "data/ci/xdf/hudf/F775W.fits"
+    raw = mosaic.read_bytes()
+    mosaic.write_bytes(raw[: len(raw) // 3])
+    target = "results/data/xdf/hudf/psf/F775W.json"
+    result = run_snakemake("--cores", "1", target, "--configfile", CI, workdir=tmp_path, timeout=300)
+    assert result.returncode != 0
+    log = (tmp_path / "results/logs/psf/xdf_hudf_F775W.log").read_text()
+    assert "F775W.fits: not a readable FITS file" in log and "truncated" in log
+    assert not (tmp_path / target).exists()
+    assert not (tmp_path / "results/data/xdf/hudf/psf/F775W.fits").exists()
