@@ -1,0 +1,90 @@
+"""Super-resolution GAN of Hemmati et al. 2022: 21x21 low-resolution (HSC-like, 0.18"/px) -> 64x64 high-resolution
+(HST, 0.06"/px) images, 1 band or 7 bands (the band count is only the number of channels).
+
+Architectures only. The generator follows the paper's code in spirit (a few conv / transposed-conv layers, BN + ReLU,
+LeakyReLU on the first layer, tanh output); the exact layer list below is ours. The discriminator is the paper's
+DCGAN discriminator; by default it is **conditional** (it also sees the low-resolution input, upsampled to 64x64 and
+concatenated on the channel axis), so it judges whether the high-resolution image is consistent with *this* input and
+not only whether it looks like a galaxy. ``conditional=False`` gives the paper's unconditional discriminator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dcgan import IMAGE_SIZE, LEAKY_SLOPE, _check_size, discriminator_body
+
+#: side of the low-resolution input: 64 px at 0.06"/px resampled to 0.18"/px (bilinear 1/3 in the paper's code)
+LOWRES_SIZE = 21
+
+
+class SRGenerator(nn.Module):
+    """Low-resolution ``(B, channels, 21, 21)`` -> high-resolution ``(B, channels, 64, 64)`` in [-1, 1] (tanh).
+
+    Layer arithmetic (conv: out = (in + 2p - k) / s + 1; transposed conv: out = (in - 1) * s - 2p + k)::
+
+        head    conv       channels -> 2*base  k3 s1 p1: 21 -> 21   LeakyReLU(0.2)  (no BN on the first layer)
+        body    conv       2*base   -> 2*base  k3 s1 p1: 21 -> 21   BN ReLU
+        up      conv^T     2*base   -> base    k6 s3 p1: (21 - 1) * 3 - 2 + 6 = 64   BN ReLU
+        refine  conv       base     -> base    k3 s1 p1: 64 -> 64   BN ReLU
+        out     conv       base     -> channels k3 s1 p1: 64 -> 64  tanh
+
+    The single x3 transposed convolution matches the 3x pixel-scale ratio of HSC and HST; its kernel (6) is a
+    multiple of its stride (3), which avoids the checkerboard pattern of uneven kernel overlap. The network is fully
+    convolutional: an n x n input gives (3n + 1) x (3n + 1).
+    """
+
+    def __init__(self, channels: int = 1, base: int = 64) -> None:
+        super().__init__()
+        self.arch: dict[str, Any] = {"channels": int(channels), "base": int(base)}
+        c, b = int(channels), int(base)
+        self.net = nn.Sequential(
+            nn.Conv2d(c, 2 * b, 3, 1, 1, bias=True),
+            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+            nn.Conv2d(2 * b, 2 * b, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(2 * b),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(2 * b, b, 6, 3, 1, bias=False),
+            nn.BatchNorm2d(b),
+            nn.ReLU(True),
+            nn.Conv2d(b, b, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(b),
+            nn.ReLU(True),
+            nn.Conv2d(b, c, 3, 1, 1, bias=True),
+            nn.Tanh(),
+        )
+
+    def forward(self, lowres: torch.Tensor) -> torch.Tensor:
+        return self.net(lowres)
+
+
+class SRDiscriminator(nn.Module):
+    """High-resolution image ``(B, channels, 64, 64)`` [+ low-resolution condition ``(B, channels, h, w)``] ->
+    one real/fake **logit per image**, shape ``(B,)``.
+
+    ``conditional=True`` (default): the condition is upsampled bilinearly to 64x64 and concatenated with the image
+    (2 * channels input channels), then the DCGAN discriminator body (conv 64/128/256/512 x base/64) follows.
+    ``conditional=False``: the paper's discriminator, which sees the high-resolution image only; ``condition`` is
+    then ignored.
+    """
+
+    def __init__(self, channels: int = 1, base: int = 64, conditional: bool = True) -> None:
+        super().__init__()
+        self.arch: dict[str, Any] = {"channels": int(channels), "base": int(base), "conditional": bool(conditional)}
+        self.conditional = bool(conditional)
+        in_channels = 2 * int(channels) if self.conditional else int(channels)
+        self.net = discriminator_body(in_channels, int(base))
+
+    def forward(self, image: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        _check_size(image, IMAGE_SIZE, "SRDiscriminator")
+        if self.conditional:
+            if condition is None:
+                raise ValueError("a conditional SRDiscriminator needs the low-resolution input as `condition`")
+            up = F.interpolate(condition.to(image.dtype), size=image.shape[-2:], mode="bilinear",
+                               align_corners=False)
+            image = torch.cat([image, up], dim=1)
+        return self.net(image).flatten(1).squeeze(1)
