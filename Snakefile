@@ -34,9 +34,11 @@ BENCH = "results/benchmarks"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/deblend.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.data_all.input,
+        rules.hemmati22_all.input,

@@ -119,8 +119,40 @@ def _semantic_checks(config: Mapping[str, Any]) -> None:
             lo, hi = emb["star_mag_range"]
             if not lo < hi:
                 raise ConfigError(f"config: surveys.{name}.embedded.star_mag_range must be [bright, faint]")
+    _check_hemmati22(config)
     if config["psf"]["stamp_size"] % 2 == 0:
         raise ConfigError("config: psf.stamp_size must be odd")
+
+
+def _check_hemmati22(config: Mapping[str, Any]) -> None:
+    study = config["hemmati22"]
+    surveys = config["surveys"]
+    for key in ("survey", "target"):
+        name = study[key] if key == "survey" else study["target"]["survey"]
+        where = "hemmati22.survey" if key == "survey" else "hemmati22.target.survey"
+        if name not in surveys:
+            raise ConfigError(f"config: {where} = {name!r} is not a configured survey ({', '.join(surveys)})")
+    survey = surveys[study["survey"]]
+    bands = survey["bands"]
+    for where, band in (("hemmati22.band", study["band"]), ("hemmati22.select.mag_band", study["select"]["mag_band"])):
+        if band not in bands:
+            raise ConfigError(f"config: {where} = {band!r} is not a band of {study['survey']} ({', '.join(bands)})")
+    if study["target"]["band"] not in surveys[study["target"]["survey"]]["bands"]:
+        raise ConfigError(f"config: hemmati22.target.band = {study['target']['band']!r} is not a band of "
+                          f"{study['target']['survey']}")
+    if study["field"] not in survey["fields"]:
+        raise ConfigError(f"config: hemmati22.field = {study['field']!r} is not a field of {study['survey']} "
+                          f"({', '.join(survey['fields'])})")
+    models = study["models"]
+    for role, name in study["gan_models"].items():
+        if name not in models or models[name]["kind"] != "srgan":
+            raise ConfigError(f"config: hemmati22.gan_models.{role} = {name!r} must name an srgan entry of "
+                              "hemmati22.models")
+    if not any(m["kind"] == "dcgan" for m in models.values()):
+        raise ConfigError("config: hemmati22.models needs one dcgan entry (Fig 2)")
+    for name, model in models.items():
+        if model["kind"] == "dcgan" and model["l1_weight"] > 0:
+            raise ConfigError(f"config: hemmati22.models.{name}.l1_weight must be 0 for a dcgan (no target image)")
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

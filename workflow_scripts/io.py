@@ -67,6 +67,15 @@ def provenance_header(prov: Mapping[str, Any]) -> fits.Header:
 
 
 # ---------------------------------------------------------------------------------------- atomic write
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -77,6 +86,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600; outputs are shared like any file we create
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -1,0 +1,189 @@
+# Deblending with GANs (Hemmati et al. 2022): cutouts -> HSC-like degradation -> blends + isolated controls ->
+# DCGAN and SR-GANs -> inference -> peaks on hi/lo/GAN images -> metrics, SOM, figures.
+# Reads only the data boundary of the configured survey and field (embedded or downloaded alike).
+
+H22 = config["hemmati22"]
+H22_DIR = "results/hemmati22"
+H22_SURVEY = SURVEYS[H22["survey"]]
+H22_FIELD = H22["field"]
+H22_SRGANS = [m for m, spec in H22["models"].items() if spec["kind"] == "srgan"]
+H22_DCGAN = next(m for m, spec in H22["models"].items() if spec["kind"] == "dcgan")
+H22_PSFS = [f"results/data/{H22_SURVEY.name}/{H22_FIELD}/psf/{b}.fits" for b in H22_SURVEY.bands]
+H22_RES = H22["resources"]
+
+
+def h22(*keys):
+    """The slice of the study's config a rule uses, passed as params so that changing it reruns the rule."""
+    return {k: H22[k] for k in keys}
+
+
+rule hemmati22_cutouts:
+    """Paper cuts, training / blend regions split by declination, 64x64 cutouts in every band."""
+    input:
+        images=[band_file(H22_SURVEY.name, H22_FIELD, b) for b in H22_SURVEY.bands],
+        rms=[rms_file(H22_SURVEY.name, H22_FIELD, b) for b in H22_SURVEY.bands],
+        catalog=catalog_file(H22_SURVEY.name, H22_FIELD),
+    output:
+        train=f"{H22_DIR}/cutouts_train.fits",
+        blend=f"{H22_DIR}/cutouts_blend.fits",
+        summary=f"{H22_DIR}/selection.json",
+    params:
+        study=h22("survey", "select", "cutout_size", "train_fraction"),
+    log:
+        f"{LOGS}/hemmati22/cutouts.log",
+    benchmark:
+        f"{BENCH}/hemmati22/cutouts.tsv"
+    threads: 1
+    resources:
+        mem_mb=mosaic_mem_mb(H22_SURVEY, copies=2),
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22_cutouts.py"
+
+
+rule hemmati22_samples:
+    """HSC-like low-res training images; blends and the isolated control sample in hi and low resolution."""
+    input:
+        train=rules.hemmati22_cutouts.output.train,
+        blend=rules.hemmati22_cutouts.output.blend,
+        psfs=H22_PSFS,
+    output:
+        train_lo=f"{H22_DIR}/lowres_train.fits",
+        blends_hi=f"{H22_DIR}/blends_hi.fits",
+        blends_lo=f"{H22_DIR}/blends_lo.fits",
+        isolated_hi=f"{H22_DIR}/isolated_hi.fits",
+        isolated_lo=f"{H22_DIR}/isolated_lo.fits",
+    params:
+        study=h22("target", "band", "n_blends", "n_isolated", "max_offset_px"),
+        seed=config["seed"],
+    log:
+        f"{LOGS}/hemmati22/samples.log",
+    benchmark:
+        f"{BENCH}/hemmati22/samples.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000 + (H22["n_blends"] + H22["n_isolated"]) * len(H22_SURVEY.bands) * 64 * 64 * 4 * 3 // 2**20,
+        runtime=60,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22_samples.py"
+
+
+rule hemmati22_train:
+    """Train one GAN of the study on the training region (checkpointed, resumable, GPU when present)."""
+    input:
+        train_hi=rules.hemmati22_cutouts.output.train,
+        train_lo=rules.hemmati22_samples.output.train_lo,
+    output:
+        generator=f"{H22_DIR}/models/{{model}}/generator.pt",
+        scaling=f"{H22_DIR}/models/{{model}}/scaling.json",
+    params:
+        out_dir=lambda w, output: os.path.dirname(output.generator),
+        model=lambda w: H22["models"][w.model],
+        study=h22("survey", "band", "augment"),
+        seed=config["seed"],
+    wildcard_constraints:
+        model="|".join(H22["models"]),
+    log:
+        f"{LOGS}/hemmati22/train_{{model}}.log",
+    benchmark:
+        f"{BENCH}/hemmati22/train_{{model}}.tsv"
+    threads: H22_RES["threads"]
+    retries: 2
+    resources:
+        gpu=H22_RES["gpu"],
+        mem_mb=H22_RES["mem_mb"],
+        runtime=H22_RES["runtime"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22_train.py"
+
+
+rule hemmati22_infer:
+    """SR-GAN images of the blends or of the isolated control sample, in batches."""
+    input:
+        generator=f"{H22_DIR}/models/{{model}}/generator.pt",
+        scaling=f"{H22_DIR}/models/{{model}}/scaling.json",
+        lowres=f"{H22_DIR}/{{sample}}_lo.fits",
+    output:
+        f"{H22_DIR}/gan/{{model}}_{{sample}}.fits",
+    wildcard_constraints:
+        model="|".join(H22_SRGANS),
+        sample="blends|isolated",
+    log:
+        f"{LOGS}/hemmati22/infer_{{model}}_{{sample}}.log",
+    benchmark:
+        f"{BENCH}/hemmati22/infer_{{model}}_{{sample}}.tsv"
+    threads: H22_RES["threads"]
+    resources:
+        gpu=H22_RES["gpu"],
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22_infer.py"
+
+
+rule hemmati22_detect:
+    """Peaks (PSF-matched filter, local maxima) on hi, low and GAN images, Hungarian-matched to the truth."""
+    input:
+        blends_hi=rules.hemmati22_samples.output.blends_hi,
+        blends_lo=rules.hemmati22_samples.output.blends_lo,
+        isolated_hi=rules.hemmati22_samples.output.isolated_hi,
+        isolated_lo=rules.hemmati22_samples.output.isolated_lo,
+        psfs=H22_PSFS,
+        gan_blends=[f"{H22_DIR}/gan/{m}_blends.fits" for m in H22_SRGANS],
+        gan_isolated=[f"{H22_DIR}/gan/{m}_isolated.fits" for m in H22_SRGANS],
+    output:
+        blends=f"{H22_DIR}/detections_blends.parquet",
+        isolated=f"{H22_DIR}/detections_isolated.parquet",
+        peaks=f"{H22_DIR}/peaks.parquet",
+    params:
+        study=h22("survey", "target", "band", "detection", "max_offset_px", "models"),
+    log:
+        f"{LOGS}/hemmati22/detect.log",
+    benchmark:
+        f"{BENCH}/hemmati22/detect.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000 + (H22["n_blends"] + H22["n_isolated"]) * len(H22_SURVEY.bands) * 64 * 64 * 4 * 4 // 2**20,
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22_detect.py"
+
+
+rule hemmati22_metrics:
+    """metrics.json: detection fractions, false positives, precision/recall beside the paper's values."""
+    input:
+        blends=rules.hemmati22_detect.output.blends,
+        isolated=rules.hemmati22_detect.output.isolated,
+    output:
+        metrics=f"{H22_DIR}/metrics.json",
+        binned=f"{H22_DIR}/detection_fraction.parquet",
+    params:
+        study=h22("gan_models"),
+    log:
+        f"{LOGS}/hemmati22/metrics.log",
+    benchmark:
+        f"{BENCH}/hemmati22/metrics.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22_metrics.py"
+
+
+rule hemmati22_all:
+    """Everything of the deblending study: metrics and every figure."""
+    input:
+        rules.hemmati22_metrics.output.metrics,
