@@ -183,7 +183,93 @@ rule hemmati22_metrics:
         "../workflow_scripts/steps/hemmati22_metrics.py"
 
 
+
+
+H22_FIG = "results/figures/hemmati22"
+H22_GAN = H22["gan_models"]["gan"]
+H22_GAN7 = H22["gan_models"]["gan7"]
+H22_FIGURES = {
+    "hemmati22_fig2": dict(
+        name="fig2_dcgan_samples",
+        inputs=dict(
+            train=rules.hemmati22_cutouts.output.train,
+            generator=f"{H22_DIR}/models/{H22_DCGAN}/generator.pt",
+            scaling=f"{H22_DIR}/models/{H22_DCGAN}/scaling.json",
+        ),
+    ),
+    "hemmati22_fig3": dict(
+        name="fig3_superresolution",
+        inputs=dict(
+            hi=rules.hemmati22_samples.output.isolated_hi,
+            lo=rules.hemmati22_samples.output.isolated_lo,
+            gan=f"{H22_DIR}/gan/{H22_GAN}_isolated.fits",
+        ),
+    ),
+    "hemmati22_fig4": dict(
+        name="fig4_blends_peaks",
+        inputs=dict(
+            hi=rules.hemmati22_samples.output.blends_hi,
+            lo=rules.hemmati22_samples.output.blends_lo,
+            gan=f"{H22_DIR}/gan/{H22_GAN}_blends.fits",
+            detections=rules.hemmati22_detect.output.blends,
+            peaks=rules.hemmati22_detect.output.peaks,
+        ),
+    ),
+    "hemmati22_fig5": dict(
+        name="fig5_detection_fraction",
+        inputs=dict(binned=rules.hemmati22_metrics.output.binned),
+    ),
+    "hemmati22_fig6": dict(
+        name="fig6_som",
+        inputs=dict(detections=rules.hemmati22_detect.output.blends),
+    ),
+    "hemmati22_fig8": dict(
+        name="fig8_multiband_peaks",
+        inputs=dict(
+            hi=rules.hemmati22_samples.output.blends_hi,
+            lo=rules.hemmati22_samples.output.blends_lo,
+            gan=f"{H22_DIR}/gan/{H22_GAN7}_blends.fits",
+            detections=rules.hemmati22_detect.output.blends,
+            peaks=rules.hemmati22_detect.output.peaks,
+        ),
+    ),
+    "hemmati22_fig9": dict(
+        name="fig9_one_vs_seven_bands",
+        inputs=dict(binned=rules.hemmati22_metrics.output.binned),
+    ),
+}
+
+for _rule, _fig in H22_FIGURES.items():
+
+    rule:
+        name:
+            _rule
+        message:
+            f"Hemmati+22 {_fig['name']}"
+        input:
+            **_fig["inputs"],
+        output:
+            png=f"{H22_FIG}/{_fig['name']}.png",
+            pdf=f"{H22_FIG}/{_fig['name']}.pdf",
+        params:
+            study={**h22("band", "models", "gan_models", "som"), "dcgan": H22_DCGAN},
+            bands=H22_SURVEY.band_names,
+        log:
+            f"{LOGS}/hemmati22/{_rule}.log",
+        benchmark:
+            f"{BENCH}/hemmati22/{_rule}.tsv"
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=10,
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow_scripts/steps/hemmati22_figure.py"
+
+
 rule hemmati22_all:
     """Everything of the deblending study: metrics and every figure."""
     input:
         rules.hemmati22_metrics.output.metrics,
+        [f"{H22_FIG}/{fig['name']}.{ext}" for fig in H22_FIGURES.values() for ext in ("png", "pdf")],

@@ -321,3 +321,13 @@ def summarise(blends: pd.DataFrame, isolated: pd.DataFrame, gan_models: Mapping[
     }
     return {"study": "hemmati22", "n_blends": int(len(blends)), "n_isolated": int(len(isolated)),
             "gan_models": dict(gan_models), "paper": PAPER, "ours": headline, "by_method": ours}
+
+
+def showcase_blends(detections: pd.DataFrame, method: str = "hi", n: int = 3) -> np.ndarray:
+    """Indexes of ``n`` blends for the figures: found in hi-res, at low / middle / high separation quantiles."""
+    candidates = np.flatnonzero(detections[f"outcome_{method}"].to_numpy() == "both")
+    if len(candidates) < n:
+        candidates = np.arange(len(detections))
+    sep = detections["sep_over_fwhm_sum"].to_numpy()[candidates]
+    order = candidates[np.argsort(sep, kind="stable")]
+    return order[np.linspace(0, len(order) - 1, n).round().astype(int)]
