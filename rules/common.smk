@@ -45,3 +45,8 @@ def overview_inputs(w):
     return inputs
 
 
+
+
+def h22(*keys):
+    """The slice of the Hemmati+22 study's config a rule uses, passed as params so that changing it reruns it."""
+    return {k: config["hemmati22"][k] for k in keys}

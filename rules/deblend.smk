@@ -12,11 +12,6 @@ H22_PSFS = [f"results/data/{H22_SURVEY.name}/{H22_FIELD}/psf/{b}.fits" for b in 
 H22_RES = H22["resources"]
 
 
-def h22(*keys):
-    """The slice of the study's config a rule uses, passed as params so that changing it reruns the rule."""
-    return {k: H22[k] for k in keys}
-
-
 rule hemmati22_cutouts:
     """Paper cuts, training / blend regions split by declination, 64x64 cutouts in every band."""
     input:

@@ -105,3 +105,36 @@ def test_truncated_mosaic_fails_its_job_clearly_and_leaves_no_output(ci_run: Pat
     assert "F775W.fits: not a readable FITS file" in log and "truncated" in log
     assert not (tmp_path / target).exists()
     assert not (tmp_path / "results/data/xdf/hudf/psf/F775W.fits").exists()
+
+
+def test_one_figure_runs_only_its_upstream_rules(tmp_path):
+    result = run_snakemake("-n", "--cores", "2", "hemmati22_fig5", "--configfile", CI, workdir=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    # Fig 5 needs the GOODS-S field and its PSFs, the samples, the SR-GANs and detection; nothing of CEERS/XDF,
+    # no DCGAN, no overview figure
+    assert counts["simulate_goodss"] == 1 and counts["psf"] == 7
+    assert counts["hemmati22_train"] == 2 and counts["hemmati22_infer"] == 4
+    assert not {"simulate_ceers", "simulate_xdf", "overview", "hemmati22_fig4"} & set(counts)
+
+
+@pytest.mark.slow
+def test_ci_deblending_study_end_to_end(ci_run: Path):
+    config = load_config(CI)
+    study = config["hemmati22"]
+    metrics = json.loads((ci_run / "results/hemmati22/metrics.json").read_text())
+    assert metrics["n_blends"] == study["n_blends"] and metrics["n_isolated"] == study["n_isolated"]
+    assert metrics["paper"]["detection_fraction"] == {"hi": 0.80, "lo": 0.10, "gan": 0.50}
+    ours = metrics["by_method"]
+    assert set(ours) == {"hi", "lo", "hi7", "lo7", *[m for m, s in study["models"].items() if s["kind"] == "srgan"]}
+    # resolution matters: HST-like images separate far more blends than HSC-like ones (Hemmati+22: 80 vs 10 %)
+    assert ours["hi"]["detection_fraction"] > ours["lo"]["detection_fraction"] + 0.3
+    # single galaxies are not split into two (paper: ~1 % false positives)
+    assert ours["hi"]["false_positive_rate"] < 0.05
+    for name in ("fig2_dcgan_samples", "fig3_superresolution", "fig4_blends_peaks", "fig5_detection_fraction",
+                 "fig6_som", "fig8_multiband_peaks", "fig9_one_vs_seven_bands"):
+        for ext in ("png", "pdf"):
+            assert (ci_run / f"results/figures/hemmati22/{name}.{ext}").stat().st_size > 5_000
+    for model in study["models"]:
+        losses = (ci_run / f"results/hemmati22/models/{model}/losses.csv").read_text().splitlines()
+        assert len(losses) == 1 + study["models"][model]["epochs"]

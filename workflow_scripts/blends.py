@@ -45,10 +45,10 @@ import pandas as pd
 from astropy.io import fits
 from tqdm.auto import tqdm
 
-from .cutouts import CutoutSet, dataframe_to_hdu, hdu_to_dataframe
+from .cutouts import CutoutSet, dataframe_to_hdu, hdu_to_dataframe, parse_stamp_header, stamp_header
 from .degrade import RebinGeometry
 from .errors import BoundaryError, PipelineError
-from .io import atomic_path, provenance_header
+from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -391,14 +391,9 @@ def write_blends(path: str | Path, blendset: BlendSet, prov: Mapping[str, Any]) 
     """One FITS file, written atomically: primary = cube (N, n_bands, n, n), ``TRUTH`` table, and the
     ``COMPONENTS`` cube when kept; header: kind, bands, pixel scale, zeropoints, reference band, lo-res geometry,
     provenance."""
-    hdr = provenance_header(prov)
+    hdr = stamp_header(prov, blendset.bands, blendset.zeropoints, blendset.pixel_scale, blendset.bunit)
     hdr["KIND"] = (blendset.kind, "blend | isolated")
-    hdr["BANDS"] = (",".join(blendset.bands), "cube axis 1")
-    hdr["PIXSCALE"] = (float(blendset.pixel_scale), "arcsec / pixel (hi-res)")
-    hdr["BUNIT"] = blendset.bunit
     hdr["REFBAND"] = (blendset.ref_band, "band of flux_ratio and dmag")
-    for i, zp in enumerate(blendset.zeropoints):
-        hdr[f"PHOTZP{i + 1}"] = (float(zp) if np.isfinite(zp) else "nan", f"AB zeropoint, {blendset.bands[i]}")
     hdr["LRNIN"] = (blendset.geometry.n_in, "hi-res stamp side (px) of the lo-res mapping")
     hdr["LRNOUT"] = (blendset.geometry.n_out, "lo-res stamp side (px)")
     hdr["LRFACTOR"] = (float(blendset.geometry.factor), "lo-res / hi-res pixel size")
@@ -422,12 +417,11 @@ def read_blends(path: str | Path) -> BlendSet:
             cube = np.asarray(hdul[0].data, dtype=np.float32)
             truth = hdu_to_dataframe(hdul["TRUTH"])
             comps = np.asarray(hdul["COMPONENTS"].data, dtype=np.float32) if "COMPONENTS" in hdul else None
-            bands = str(hdr["BANDS"]).split(",")
-            zps = [float(hdr[f"PHOTZP{i + 1}"]) for i in range(len(bands))]
+            bands, zps, scale, bunit = parse_stamp_header(hdr)
             geo = RebinGeometry(int(hdr["LRNIN"]), int(hdr["LRNOUT"]), float(hdr["LRFACTOR"]))
-            bset = BlendSet(cube=cube, bands=bands, truth=truth, pixel_scale=float(hdr["PIXSCALE"]),
-                            zeropoints=zps, kind=str(hdr["KIND"]), ref_band=str(hdr["REFBAND"]), geometry=geo,
-                            bunit=str(hdr.get("BUNIT", "")), components=comps)
+            bset = BlendSet(cube=cube, bands=bands, truth=truth, pixel_scale=scale, zeropoints=zps,
+                            kind=str(hdr["KIND"]), ref_band=str(hdr["REFBAND"]), geometry=geo, bunit=bunit,
+                            components=comps)
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise BoundaryError(f"{path}: not a readable blend file ({type(exc).__name__}: {exc})") from None
     return bset

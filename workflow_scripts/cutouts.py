@@ -333,14 +333,28 @@ def hdu_to_dataframe(hdu: fits.BinTableHDU) -> pd.DataFrame:
     return pd.DataFrame(cols, columns=tab.colnames)
 
 
+def stamp_header(prov: Mapping[str, Any], bands: Sequence[str], zeropoints: Sequence[float], pixel_scale: float,
+                 bunit: str) -> fits.Header:
+    """Header of a stamp cube (N, n_bands, n, n): provenance, band order, AB zeropoint per band, pixel scale."""
+    hdr = provenance_header(prov)
+    hdr["BANDS"] = (",".join(bands), "cube axis 1")
+    hdr["PIXSCALE"] = (float(pixel_scale), "arcsec / pixel")
+    hdr["BUNIT"] = bunit
+    for i, zp in enumerate(zeropoints):
+        hdr[f"PHOTZP{i + 1}"] = (float(zp) if np.isfinite(zp) else "nan", f"AB zeropoint of band {bands[i]}")
+    return hdr
+
+
+def parse_stamp_header(hdr: fits.Header) -> tuple[list[str], list[float], float, str]:
+    """Bands, zeropoints, pixel scale and unit from a :func:`stamp_header` (KeyError if one is missing)."""
+    bands = str(hdr["BANDS"]).split(",")
+    zps = [float(hdr[f"PHOTZP{i + 1}"]) for i in range(len(bands))]
+    return bands, zps, float(hdr["PIXSCALE"]), str(hdr.get("BUNIT", ""))
+
+
 def write_cutouts(path: str | Path, cutouts: CutoutSet, prov: Mapping[str, Any]) -> None:
     """Write a :class:`CutoutSet` to one FITS file atomically (primary: cube; CATALOG and REJECTED tables)."""
-    hdr = provenance_header(prov)
-    hdr["BANDS"] = (",".join(cutouts.bands), "cube axis 1")
-    hdr["PIXSCALE"] = (float(cutouts.pixel_scale), "arcsec / pixel")
-    hdr["BUNIT"] = cutouts.bunit
-    for i, zp in enumerate(cutouts.zeropoints):
-        hdr[f"PHOTZP{i + 1}"] = (float(zp), f"AB zeropoint of band {cutouts.bands[i]}")
+    hdr = stamp_header(prov, cutouts.bands, cutouts.zeropoints, cutouts.pixel_scale, cutouts.bunit)
     for key, value in cutouts.summary.items():
         hdr[f"N{key[2:].upper()[:7]}" if key.startswith("n_") else key[:8].upper()] = (int(value), key)
     hdr["XCCONV"] = ("0-based, pixel centres at integers", "xc, yc")
@@ -362,11 +376,9 @@ def read_cutouts(path: str | Path) -> CutoutSet:
             cube = np.asarray(hdul[0].data, dtype=np.float32)
             table = hdu_to_dataframe(hdul["CATALOG"])
             rejected = hdu_to_dataframe(hdul["REJECTED"]) if "REJECTED" in hdul else None
-            bands = str(hdr["BANDS"]).split(",")
-            zps = [float(hdr[f"PHOTZP{i + 1}"]) for i in range(len(bands))]
+            bands, zps, scale, bunit = parse_stamp_header(hdr)
             summary = {f"n_{name}": int(hdr[f"N{name.upper()[:7]}"]) for name in
                        ("input", "kept", *FLAG_NAMES.values()) if f"N{name.upper()[:7]}" in hdr}
-            scale, bunit = float(hdr["PIXSCALE"]), str(hdr.get("BUNIT", ""))
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise BoundaryError(f"{path}: not a readable cutout file ({type(exc).__name__}: {exc})") from None
     if cube.ndim != 4:
