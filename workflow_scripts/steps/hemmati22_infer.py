@@ -1,6 +1,7 @@
 """Rule `hemmati22_infer`: SR-GAN images of a sample (blends or isolated) from its low-resolution stamps."""
 
 import json
+import os
 from typing import Any
 
 try:  # rule scripts: put the repository on sys.path (Snakemake adds this folder to sys.path)
@@ -21,7 +22,7 @@ def main(snakemake: Any, log: Any) -> None:
     spec = json.loads(open(snakemake.input.scaling).read())
     scalings = {k: AsinhScaling.from_dict(spec[k]) for k in ("hi", "lo")}
     bands = spec["bands"]
-    torch.set_num_threads(snakemake.threads)
+    torch.set_num_threads(max(1, min(snakemake.threads, os.cpu_count() or 1)))
     lo_set = read_cutouts(snakemake.input.lowres)
     idx = [lo_set.band_index(b) for b in bands]
     cube = super_resolve(snakemake.input.generator, lo_set.cube[:, idx], scalings, config["device"])

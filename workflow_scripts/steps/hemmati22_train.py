@@ -5,6 +5,7 @@ retries rerun the job, which resumes from the checkpoint.
 """
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -30,7 +31,7 @@ def main(snakemake: Any, log: Any) -> None:
     model = snakemake.params.model
     survey = get_survey(config, study["survey"])
     bands = study_bands(survey, study, model["bands"])
-    torch.set_num_threads(snakemake.threads)
+    torch.set_num_threads(max(1, min(snakemake.threads, os.cpu_count() or 1)))
     hi_set, lo_set = read_cutouts(snakemake.input.train_hi), read_cutouts(snakemake.input.train_lo)
     idx = [hi_set.band_index(b) for b in bands]
     hi, lo = augment([hi_set.cube[:, idx], lo_set.cube[:, idx]], study["augment"])
