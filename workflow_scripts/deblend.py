@@ -18,8 +18,9 @@ import torch
 from scipy.ndimage import map_coordinates
 
 from .cutouts import AsinhScaling, CutoutSet, cutout_gap_arcsec, extract_cutouts, select_galaxies, split_by_declination
-from .degrade import degrade, noise_sigma, target_psf_image
-from .detection import classify_blends, classify_isolated, filtered_noise_sigma, find_peaks, matched_filter, truth_positions
+from .degrade import degrade, target_psf_image
+from .detection import (classify_blends, classify_isolated, estimate_noise_sigma, find_peaks, matched_filter,
+                        truth_positions)
 from .errors import PipelineError
 from .io import Mosaic
 from .models import DCGANDiscriminator, DCGANGenerator, SRDiscriminator, SRGenerator
@@ -105,11 +106,6 @@ def degrade_cube(cube: np.ndarray, bands: Sequence[str], psfs: Mapping[str, np.n
                    target_bands=[target_band] * len(bands), profile=profile)
 
 
-def lowres_sigma(target: Survey, target_band: str, zeropoints: Sequence[float]) -> np.ndarray:
-    """Per-band pixel noise of the degraded images, in each band's hi-res units."""
-    return np.array([noise_sigma(target, target_band, zp) for zp in zeropoints])
-
-
 def search_radius_arcsec(study: Mapping[str, Any], hires_scale: float) -> float:
     """Where a companion can be: the largest blend offset (per axis, so times sqrt 2) plus the match radius."""
     return float(np.sqrt(2.0) * study["max_offset_px"] * hires_scale + study["detection"]["match_radius_arcsec"])
@@ -184,23 +180,27 @@ def dcgan_samples(generator_path: str | Path, n: int, seed: int, scaling: AsinhS
 
 
 # -------------------------------------------------------------------------------------------- detection
-def detection_stack(cube: np.ndarray, zeropoints: Sequence[float], sigmas: Sequence[float],
-                    psfs: Sequence[np.ndarray]) -> tuple[np.ndarray, float, np.ndarray]:
-    """One detection image per stamp: the bands summed in the first band's flux units.
-
-    Returns the (N, H, W) stack, its per-pixel noise sigma (white noise added in quadrature) and the mean PSF.
-    """
+def detection_stack(cube: np.ndarray, zeropoints: Sequence[float],
+                    psfs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One detection image per stamp: the bands summed in the first band's flux units; and the mean PSF."""
     zp = np.asarray(zeropoints, dtype=float)
     weights = 10.0 ** (-0.4 * (zp - zp[0]))          # band b's unit expressed in band 0's unit
     stack = np.tensordot(cube.astype(np.float64), weights, axes=([1], [0])).astype(np.float32)
-    sigma = float(np.sqrt(np.sum((np.asarray(sigmas) * weights) ** 2)))
     size = max(p.shape[0] for p in psfs)
-    padded = []
-    for p in psfs:
-        pad = (size - p.shape[0]) // 2
-        padded.append(np.pad(p, pad))
-    psf = np.mean(padded, axis=0)
-    return stack, sigma, psf / psf.sum()
+    psf = np.mean([np.pad(p, (size - p.shape[0]) // 2) for p in psfs], axis=0)
+    return stack, psf / psf.sum()
+
+
+def filtered_snr(stack: np.ndarray, psf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Matched-filtered images in units of their own noise, and that noise (per stamp).
+
+    The noise is measured on each filtered image (clipped MAD, pixels without data left out) rather than taken
+    from the survey: rotated stamps, summed blends, degraded and GAN images all have correlated noise of
+    different levels, and a peak must be significant against the noise of the image it is found in.
+    """
+    filtered = matched_filter(stack, psf)
+    sigma_f = estimate_noise_sigma(filtered, mask=stack != 0)
+    return filtered / sigma_f[:, None, None], sigma_f
 
 
 def within(peaks: Sequence[np.ndarray], centres: np.ndarray, radius: float) -> list[np.ndarray]:
@@ -242,7 +242,7 @@ def prominent(peaks: Sequence[np.ndarray], snr: np.ndarray, min_prominence: floa
 
 
 def detect(cube: np.ndarray, truth: pd.DataFrame, *, kind: str, grid: str, zeropoints: Sequence[float],
-           sigmas: Sequence[float], psfs: Sequence[np.ndarray], threshold_sigma: float, min_prominence: float,
+           psfs: Sequence[np.ndarray], threshold_sigma: float, min_prominence: float,
            radius_px: float, search_radius_px: float) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Peaks on every stamp and their outcome against the truth (``kind``: blend or isolated).
 
@@ -250,10 +250,10 @@ def detect(cube: np.ndarray, truth: pd.DataFrame, *, kind: str, grid: str, zerop
     the primary galaxy count: that is where a blend's companion can
     be; further out, the cutouts hold real neighbours, which are neither blends nor false positives.
     """
-    stack, sigma, psf = detection_stack(cube, zeropoints, sigmas, psfs)
+    stack, psf = detection_stack(cube, zeropoints, psfs)
     truth_xy = truth_positions(truth, grid)
-    peaks = find_peaks(stack, psf, sigma, threshold_sigma=threshold_sigma)
-    snr = matched_filter(stack, psf) / filtered_noise_sigma(sigma, psf)
+    snr, sigma_f = filtered_snr(stack, psf)
+    peaks = find_peaks(stack, psf, sigma_f, threshold_sigma=threshold_sigma, sigma_is_filtered=True)
     peaks = within(prominent(peaks, snr, min_prominence), truth_xy[:, 0], search_radius_px)
     if kind == "blend":
         table = classify_blends(peaks, truth_xy, radius_px)

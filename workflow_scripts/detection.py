@@ -198,21 +198,23 @@ def matched_filter(images: Any, psf: np.ndarray, *, batch_size: int = DEFAULT_BA
     return out[0] if single else out
 
 
-def estimate_noise_sigma(images: Any, *, clip: float = 3.0, iterations: int = 5) -> np.ndarray:
+def estimate_noise_sigma(images: Any, *, clip: float = 3.0, iterations: int = 5, mask: Any = None) -> np.ndarray:
     """Per-image robust per-pixel noise sigma: 1.4826 x the median absolute deviation, iteratively clipped at
     ``clip`` sigma so that galaxy pixels drop out. Returns (N,) (a 1-element array for one image). Use it for
-    images whose noise level is not known (GAN outputs)."""
+    images whose noise level is not known (GAN outputs). ``mask`` (same shape, True = use the pixel) leaves
+    out pixels without data, e.g. the empty corners of a rotated stamp."""
     arr, _ = _as_stack(images)
     x = arr.reshape(arr.shape[0], -1).astype(np.float64)
     if not np.isfinite(x).all():
         raise DetectionError("the images have NaN or infinite pixels")
-    keep = np.ones_like(x, dtype=bool)
+    keep = np.ones_like(x, dtype=bool) if mask is None else np.asarray(mask, bool).reshape(x.shape).copy()
+    base = keep.copy()
     sigma = np.full(x.shape[0], np.nan)
     for _ in range(max(int(iterations), 1)):
         xm = np.where(keep, x, np.nan)
         med = np.nanmedian(xm, axis=1)
         sigma = 1.4826 * np.nanmedian(np.abs(xm - med[:, None]), axis=1)
-        new_keep = np.abs(x - med[:, None]) <= clip * sigma[:, None]
+        new_keep = base & (np.abs(x - med[:, None]) <= clip * sigma[:, None])
         if np.array_equal(new_keep, keep):
             break
         keep = new_keep

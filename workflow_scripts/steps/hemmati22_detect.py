@@ -1,7 +1,6 @@
 """Rule `hemmati22_detect`: peaks on hi-res, low-res and GAN images of the blends and the isolated control
 sample, matched to the true centres; one row per stamp with the outcome of every method, and every peak."""
 
-import math
 from typing import Any
 
 try:  # rule scripts: put the repository on sys.path (Snakemake adds this folder to sys.path)
@@ -13,8 +12,7 @@ import pandas as pd
 
 from workflow_scripts.blends import read_blends
 from workflow_scripts.cutouts import read_cutouts
-from workflow_scripts.deblend import (BLEND_PARAMETERS, detect, lowres_psf, lowres_sigma, search_radius_arcsec,
-                                      study_bands)
+from workflow_scripts.deblend import BLEND_PARAMETERS, detect, lowres_psf, search_radius_arcsec, study_bands
 from workflow_scripts.io import atomic_path
 from workflow_scripts.psf import read_psf
 from workflow_scripts.steps._common import run
@@ -33,11 +31,11 @@ def main(snakemake: Any, log: Any) -> None:
     lo_psf = lowres_psf(target, tband, profile)
     gan_models = [m for m, spec in study["models"].items() if spec["kind"] == "srgan"]
     samples = {"blends": (snakemake.input.blends_hi, snakemake.input.blends_lo, snakemake.input.gan_blends,
-                          snakemake.output.blends, "blend", 2),
+                          snakemake.output.blends, "blend"),
                "isolated": (snakemake.input.isolated_hi, snakemake.input.isolated_lo, snakemake.input.gan_isolated,
-                            snakemake.output.isolated, "isolated", 1)}
+                            snakemake.output.isolated, "isolated")}
     peak_rows = []
-    for sample, (hi_path, lo_path, gan_paths, out_path, kind, n_gal) in samples.items():
+    for sample, (hi_path, lo_path, gan_paths, out_path, kind) in samples.items():
         hi, lo = read_blends(hi_path), read_cutouts(lo_path)
         truth = hi.truth
         table = truth[[c for c in truth.columns if c in ("blend_id", "iso_id", *BLEND_PARAMETERS, "dmag",
@@ -47,21 +45,13 @@ def main(snakemake: Any, log: Any) -> None:
             bands = study_bands(survey, study, which)
             idx = [hi.bands.index(b) for b in bands]
             zps = [hi.zeropoints[i] for i in idx]
-            # a blend sums two noisy cutouts: its hi-res noise is sqrt(2) x the survey's
-            hi_sig = [math.sqrt(n_gal) * survey.pixel_noise(b) for b in bands]
-            images[f"hi{suffix}"] = (hi.cube[:, idx], "hires", zps, hi_sig, [psfs[b] for b in bands],
-                                     survey.pixel_scale)
-            images[f"lo{suffix}"] = (lo.cube[:, idx], "lowres", zps, lowres_sigma(target, tband, zps),
-                                     [lo_psf] * len(bands), target.pixel_scale)
+            images[f"hi{suffix}"] = (hi.cube[:, idx], "hires", zps, [psfs[b] for b in bands], survey.pixel_scale)
+            images[f"lo{suffix}"] = (lo.cube[:, idx], "lowres", zps, [lo_psf] * len(bands), target.pixel_scale)
         for model, path in zip(gan_models, gan_paths):
             gan = read_cutouts(path)
-            idx = [gan.band_index(b) for b in gan.bands]
-            # GAN images are judged at the noise level of the hi-res images they imitate
-            images[model] = (gan.cube, "hires", gan.zeropoints,
-                             [math.sqrt(n_gal) * survey.pixel_noise(b) for b in gan.bands],
-                             [psfs[b] for b in gan.bands], survey.pixel_scale)
-        for method, (cube, grid, zps, sig, method_psfs, scale) in images.items():
-            result, peaks = detect(cube, truth, kind=kind, grid=grid, zeropoints=zps, sigmas=sig, psfs=method_psfs,
+            images[model] = (gan.cube, "hires", gan.zeropoints, [psfs[b] for b in gan.bands], survey.pixel_scale)
+        for method, (cube, grid, zps, method_psfs, scale) in images.items():
+            result, peaks = detect(cube, truth, kind=kind, grid=grid, zeropoints=zps, psfs=method_psfs,
                                    threshold_sigma=det["threshold_sigma"], min_prominence=det["min_prominence_sigma"],
                                    radius_px=det["match_radius_arcsec"] / scale, search_radius_px=search / scale)
             peak_rows += [pd.DataFrame({"sample": sample, "method": method, "index": i, "x": p[:, 0], "y": p[:, 1]})

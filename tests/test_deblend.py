@@ -1,0 +1,117 @@
+"""The deblending study's glue (workflow_scripts.deblend) against known truth."""
+
+from __future__ import annotations
+
+import galsim
+import numpy as np
+import pandas as pd
+import pytest
+
+from workflow_scripts.deblend import (augment, detect, detection_stack, dihedral, filtered_snr, isolated_only,
+                                      prominent, search_radius_arcsec, showcase_blends)
+from workflow_scripts.detection import find_peaks
+
+SCALE = 0.06
+PSF = galsim.Moffat(beta=3.0, fwhm=0.1)
+
+
+def render(profiles, offsets_px, n=64, noise=1.0, seed=0):
+    image = galsim.ImageF(n, n, scale=SCALE)
+    for prof, (dx, dy) in zip(profiles, offsets_px):
+        galsim.Convolve(prof, PSF).drawImage(image, add_to_image=True, offset=(dx, dy))
+    rng = np.random.default_rng(seed)
+    return image.array + rng.normal(0, noise, image.array.shape).astype(np.float32)
+
+
+def psf_image(n=15):
+    img = PSF.drawImage(nx=n, ny=n, scale=SCALE).array
+    return img / img.sum()
+
+
+def test_noise_bumps_on_a_big_disk_are_not_a_second_galaxy():
+    disk = galsim.Exponential(half_light_radius=0.45, flux=6000.0)
+    images = np.stack([render([disk], [(0, 0)], seed=s) for s in range(20)])
+    snr, sigma_f = filtered_snr(images, psf_image())
+    raw = find_peaks(images, psf_image(), sigma_f, threshold_sigma=5.0, sigma_is_filtered=True)
+    kept = prominent(raw, snr, 3.0)
+    assert sum(len(p) > 1 for p in raw) >= 5, "the test needs a disk bright enough to grow noise peaks"
+    assert all(len(p) == 1 for p in kept)
+
+
+def test_two_resolved_galaxies_both_survive_the_prominence_test():
+    gal = galsim.Exponential(half_light_radius=0.15, flux=800.0)
+    image = render([gal, gal.withFlux(400.0)], [(-6, 0), (6, 0)])[None]
+    snr, sigma_f = filtered_snr(image, psf_image())
+    kept = prominent(find_peaks(image, psf_image(), sigma_f, threshold_sigma=5.0, sigma_is_filtered=True), snr,
+                     3.0)[0]
+    centre = 31.5
+    assert len(kept) == 2
+    assert sorted(np.round(kept[:, 0] - centre)) == [-6, 6]
+
+
+def test_filtered_noise_is_measured_on_the_image_itself():
+    rng = np.random.default_rng(3)
+    white = rng.normal(0, 2.0, (50, 64, 64)).astype(np.float32)
+    _, sigma_f = filtered_snr(white, psf_image())
+    expected = 2.0 * np.sqrt((psf_image() ** 2).sum())
+    assert np.median(sigma_f) == pytest.approx(expected, rel=0.05)
+    # the same noise smoothed (as a GAN or an interpolation would) has a smaller filtered sigma, measured as such
+    from scipy.ndimage import gaussian_filter
+    smooth = gaussian_filter(white, sigma=(0, 1, 1))
+    _, sigma_smooth = filtered_snr(smooth, psf_image())
+    assert np.median(sigma_smooth) < 0.8 * np.median(sigma_f)
+
+
+def test_detect_finds_a_blend_and_a_single_galaxy():
+    gal = galsim.Exponential(half_light_radius=0.12, flux=600.0)
+    blend = render([gal, gal], [(-5, 2), (5, -2)])
+    single = render([gal], [(0, 0)], seed=1)
+    truth = pd.DataFrame({"x_1": [31.5 - 5], "y_1": [31.5 + 2], "x_2": [31.5 + 5], "y_2": [31.5 - 2]})
+    table, _ = detect(blend[None, None], truth, kind="blend", grid="hires", zeropoints=[25.0], psfs=[psf_image()],
+                      threshold_sigma=5.0, min_prominence=3.0, radius_px=5.0, search_radius_px=22.0)
+    assert table["outcome"].tolist() == ["both"]
+    iso_truth = pd.DataFrame({"x": [31.5], "y": [31.5]})
+    table, _ = detect(single[None, None], iso_truth, kind="isolated", grid="hires", zeropoints=[25.0],
+                      psfs=[psf_image()], threshold_sigma=5.0, min_prominence=3.0, radius_px=5.0,
+                      search_radius_px=22.0)
+    assert not table["false_positive"].iloc[0]
+
+
+def test_detection_stack_sums_bands_in_common_flux_units():
+    cube = np.ones((2, 2, 4, 4), np.float32)
+    stack, psf = detection_stack(cube, [25.0, 27.5], [psf_image(15), psf_image(11)])
+    # one unit at zeropoint 27.5 is 10^(-0.4 * 2.5) = 0.1 unit at zeropoint 25
+    assert stack == pytest.approx(np.full((2, 4, 4), 1.1))
+    assert psf.shape == (15, 15) and psf.sum() == pytest.approx(1.0)
+
+
+def test_isolation_drops_galaxies_with_a_bright_neighbour():
+    cat = pd.DataFrame({"id": [1, 2, 3, 4], "ra": [53.0, 53.0 + 1.0 / 3600, 53.01, 53.01 + 1.0 / 3600],
+                        "dec": [-27.8, -27.8, -27.8, -27.8], "mag_F160W": [23.0, 24.0, 23.0, 28.5]})
+    kept = isolated_only(cat.iloc[[0, 2]], cat, radius_arcsec=1.5, mag_band="F160W", neighbour_mag_max=27.0)
+    # galaxy 1 has galaxy 2 (mag 24) 0.88" away; galaxy 3's neighbour (mag 28.5) is too faint to matter
+    assert kept["id"].tolist() == [3]
+
+
+def test_dihedral_copies_keep_low_and_high_res_aligned():
+    hi = np.zeros((1, 1, 64, 64), np.float32)
+    lo = np.zeros((1, 1, 21, 21), np.float32)
+    hi[0, 0, 31, 40] = 1.0    # 8.5 px right of the centre 31.5 (x), 0.5 px above
+    lo[0, 0, 10, 13] = 1.0    # about 3 low-res px right of the centre 10
+    hi8, lo8 = augment([hi, lo], 8)
+    assert hi8.shape == (8, 1, 64, 64) and lo8.shape == (8, 1, 21, 21)
+    for k in range(8):
+        yh, xh = np.argwhere(hi8[k, 0])[0]
+        yl, xl = np.argwhere(lo8[k, 0])[0]
+        # both moved the same way around their centres
+        assert np.sign(round(xh - 31.5)) == np.sign(xl - 10) and np.sign(round(yh - 31.5)) == np.sign(yl - 10)
+    assert np.array_equal(dihedral(hi, 0), hi)
+
+
+def test_search_radius_and_showcase():
+    study = {"max_offset_px": 15, "detection": {"match_radius_arcsec": 0.3}}
+    assert search_radius_arcsec(study, 0.06) == pytest.approx(np.sqrt(2) * 0.9 + 0.3)
+    det = pd.DataFrame({"outcome_hi": ["both", "one", "both", "both", "both"],
+                        "sep_over_fwhm_sum": [0.5, 0.1, 2.0, 1.0, 3.0]})
+    # hi-res detections sorted by separation: 0 (0.5), 3 (1.0), 2 (2.0), 4 (3.0); first, middle, last
+    assert showcase_blends(det, "hi").tolist() == [0, 2, 4]
