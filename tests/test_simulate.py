@@ -35,6 +35,8 @@ def small_survey(name: str, depth_offset: float = 0.0, bands: tuple[str, ...] | 
     cfg["surveys"][name]["embedded"].update(embedded)
     if bands:
         cfg["surveys"][name]["bands"] = {b: cfg["surveys"][name]["bands"][b] for b in bands}
+        if cfg["hemmati22"]["survey"] == name and cfg["hemmati22"]["band"] not in bands:
+            cfg["hemmati22"]["band"] = bands[0]  # keep the (unused here) study section valid
     for spec in cfg["surveys"][name]["bands"].values():
         spec["depth"] += depth_offset
     from workflow_scripts.config import validate_config
