@@ -2,6 +2,7 @@
 
     python benchmarks/bench_deblend.py            # CPU, and CUDA when present
     python benchmarks/bench_deblend.py --quick    # smaller sizes
+    python benchmarks/bench_deblend.py --only peaks
 
 Synthetic inputs of the study's shapes: 64x64 hi-res and 21x21 low-res stamps, 1 and 7 bands.
 """
@@ -13,10 +14,11 @@ import tempfile
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 
 from workflow_scripts.degrade import rebin_flux, target_psf_image
-from workflow_scripts.detection import classify_blends, find_peaks
+from workflow_scripts.deblend import detect
 from workflow_scripts.models import SRDiscriminator, SRGenerator
 from workflow_scripts.training import ConditionalTask, TrainConfig, generate, train
 
@@ -52,6 +54,7 @@ def bench_training(device: str, channels: int, base: int, n: int, epochs: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["peaks", "gan"], help="run one group of benchmarks")
     args = parser.parse_args()
     n = 1000 if args.quick else 5000
     rng = np.random.default_rng(0)
@@ -59,16 +62,20 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, devices: {', '.join(devices)}")
 
-    hi, centres = blobs(n, 64, rng, 2.0)
-    psf_hi = target_psf_image(0.1, 0.06, 15)
-    rows.append(("peaks + matching, 64x64 hi-res", "cpu", rate(
-        lambda: classify_blends(find_peaks(hi, psf_hi, 1.0), centres, 5.0), n), "blends/s"))
-    lo = rebin_flux(hi, 3, 21)
-    psf_lo = target_psf_image(0.6, 0.18, 11)
-    rows.append(("peaks + matching, 21x21 low-res", "cpu", rate(
-        lambda: classify_blends(find_peaks(lo, psf_lo, 3.0), centres / 3.0, 5.0 / 3), n), "blends/s"))
+    if args.only != "gan":
+        hi, centres = blobs(n, 64, rng, 2.0)
+        truth = pd.DataFrame(centres.reshape(n, 4), columns=["x_1", "y_1", "x_2", "y_2"])
+        lo = rebin_flux(hi, 3, 21)
+        truth_lo = pd.DataFrame(centres.reshape(n, 4) / 3.0, columns=["xlo_1", "ylo_1", "xlo_2", "ylo_2"])
+        for label, cube, table, grid, psf, radius in (
+                ("64x64 hi-res", hi, truth, "hires", target_psf_image(0.1, 0.06, 15), 5.0),
+                ("21x21 low-res", lo, truth_lo, "lowres", target_psf_image(0.6, 0.18, 11), 5.0 / 3)):
+            rows.append((f"detection (filter, noise, peaks, prominence, matching), {label}", "cpu", rate(
+                lambda: detect(cube[:, None], table, kind="blend", grid=grid, zeropoints=[25.0], psfs=[psf],
+                               threshold_sigma=5.0, min_prominence=3.0, radius_px=radius,
+                               search_radius_px=30.0 if grid == "hires" else 10.0), n), "blends/s"))
 
-    for device in devices:
+    for device in (devices if args.only != "peaks" else []):
         for channels in (1, 7):
             for base in (32, 64):
                 ips = bench_training(device, channels, base, 256 if args.quick else 512, 2)
