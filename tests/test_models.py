@@ -138,3 +138,23 @@ def test_rebuild_from_architecture(model):
     assert architecture(clone) == spec
     with pytest.raises(ValueError, match="unknown model"):
         build_model("NoSuchNet", {})
+
+
+def test_resize_upsampling_keeps_shape_and_centre():
+    g = SRGenerator(7, base=8, upsample="resize")
+    assert g(torch.zeros(2, 7, 21, 21)).shape == (2, 7, 64, 64)
+    # the resize layer maps the centre of the low-res grid (10) onto the centre of the hi-res grid (31.5)
+    from workflow_scripts.models.srgan import ResizeConv
+
+    layer = ResizeConv(1, 1, 3)
+    torch.nn.init.zeros_(layer.conv.weight)
+    with torch.no_grad():
+        layer.conv.weight[0, 0, 1, 1] = 1.0            # identity convolution
+    x = torch.zeros(1, 1, 21, 21)
+    x[0, 0, 10, 10] = 1.0
+    y = layer(x)[0, 0]
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    assert float((y * cols).sum() / y.sum()) == pytest.approx(31.5, abs=1e-4)
+    assert float((y * rows).sum() / y.sum()) == pytest.approx(31.5, abs=1e-4)
+    with pytest.raises(ValueError, match="upsample"):
+        SRGenerator(1, upsample="pixelshuffle")

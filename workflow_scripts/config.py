@@ -151,6 +151,8 @@ def _check_hemmati22(config: Mapping[str, Any]) -> None:
     if not any(m["kind"] == "dcgan" for m in models.values()):
         raise ConfigError("config: hemmati22.models needs one dcgan entry (Fig 2)")
     for name, model in models.items():
+        if model["kind"] == "dcgan" and "upsample" in model:
+            raise ConfigError(f"config: hemmati22.models.{name}.upsample applies to an srgan only")
         if model["kind"] == "dcgan" and model["l1_weight"] > 0:
             raise ConfigError(f"config: hemmati22.models.{name}.l1_weight must be 0 for a dcgan (no target image)")
 

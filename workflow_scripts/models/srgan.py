@@ -22,6 +22,30 @@ from .dcgan import IMAGE_SIZE, LEAKY_SLOPE, _check_size, discriminator_body
 LOWRES_SIZE = 21
 
 
+#: upsampling layers of the SR generator: the paper's transposed convolution, or resize + convolution
+UPSAMPLE_MODES = ("transposed", "resize")
+#: HSC / HST pixel-scale ratio of the study (0.18" / 0.06")
+SR_FACTOR = 3
+
+
+class ResizeConv(nn.Module):
+    """Bilinear resize of an n x n map to (factor * n + 1) x (factor * n + 1), then a 3x3 convolution.
+
+    (factor * n + 1) keeps the output size of the transposed convolution (21 -> 64); with align_corners=False the
+    centre of the input (10) lands on the centre of the output (31.5).
+    """
+
+    def __init__(self, cin: int, cout: int, factor: int) -> None:
+        super().__init__()
+        self.factor = int(factor)
+        self.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = F.interpolate(x, size=(self.factor * h + 1, self.factor * w + 1), mode="bilinear", align_corners=False)
+        return self.conv(x)
+
+
 class SRGenerator(nn.Module):
     """Low-resolution ``(B, channels, 21, 21)`` -> high-resolution ``(B, channels, 64, 64)`` in [-1, 1] (tanh).
 
@@ -36,19 +60,27 @@ class SRGenerator(nn.Module):
     The single x3 transposed convolution matches the 3x pixel-scale ratio of HSC and HST; its kernel (6) is a
     multiple of its stride (3), which avoids the checkerboard pattern of uneven kernel overlap. The network is fully
     convolutional: an n x n input gives (3n + 1) x (3n + 1).
+
+    ``upsample="resize"`` replaces the transposed convolution by a bilinear resize to (3n + 1) followed by a
+    3x3 convolution (Odena et al. 2016): the three output phases of a stride-3 transposed convolution have their
+    own weights and show a period-3 grid until training equalises them; a resize has no phases.
     """
 
-    def __init__(self, channels: int = 1, base: int = 64) -> None:
+    def __init__(self, channels: int = 1, base: int = 64, upsample: str = "transposed") -> None:
         super().__init__()
-        self.arch: dict[str, Any] = {"channels": int(channels), "base": int(base)}
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.arch: dict[str, Any] = {"channels": int(channels), "base": int(base), "upsample": upsample}
         c, b = int(channels), int(base)
+        up: nn.Module = (nn.ConvTranspose2d(2 * b, b, 6, 3, 1, bias=False) if upsample == "transposed"
+                         else ResizeConv(2 * b, b, SR_FACTOR))
         self.net = nn.Sequential(
             nn.Conv2d(c, 2 * b, 3, 1, 1, bias=True),
             nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
             nn.Conv2d(2 * b, 2 * b, 3, 1, 1, bias=False),
             nn.BatchNorm2d(2 * b),
             nn.ReLU(True),
-            nn.ConvTranspose2d(2 * b, b, 6, 3, 1, bias=False),
+            up,
             nn.BatchNorm2d(b),
             nn.ReLU(True),
             nn.Conv2d(b, b, 3, 1, 1, bias=False),
