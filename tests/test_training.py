@@ -99,7 +99,7 @@ def test_training_writes_all_outputs(tmp_path):
     whole = generate(g, x[:10], batch_size=64)
     np.testing.assert_allclose(out, whole, atol=1e-6)
     spec = json.loads(torch.load(res.generator_path, weights_only=True)["arch_json"])
-    assert spec == {"name": "SRGenerator", "arch": {"channels": 1, "base": 4}}
+    assert spec == {"name": "SRGenerator", "arch": {"channels": 1, "base": 4, "upsample": "transposed"}}
 
 
 def test_dcgan_task_7_bands(tmp_path):
