@@ -468,6 +468,16 @@ def _position_columns(cols: dict[str, Any], r: dict[str, np.ndarray], suffixes: 
         cols[f"dist{s}"] = np.hypot(r["offset"][:, j, 0], r["offset"][:, j, 1])
 
 
+def _id_column(ids: Any, n: int, name: str, message: str) -> dict[str, Any]:
+    """The optional first column of a classification table, checked against the number of stamps."""
+    if ids is None:
+        return {}
+    ids = np.asarray(ids)
+    if ids.shape != (n,):
+        raise DetectionError(message.format(ids.size, n))
+    return {name: ids}
+
+
 def classify_blends(peaks_list: Sequence[Any], truth_xy: Any, radius: float, *,
                     ids: Any = None) -> pd.DataFrame:
     """One row per blend: ``n_peaks``, ``n_matched`` (0, 1, 2), ``outcome`` (``both`` / ``one`` / ``none``),
@@ -479,12 +489,7 @@ def classify_blends(peaks_list: Sequence[Any], truth_xy: Any, radius: float, *,
     pixels; ``ids``: optional ``blend_id`` column (first)."""
     t = _check_lists(peaks_list, truth_xy, 2, "classify_blends")
     r = _classify(peaks_list, t, radius)
-    cols: dict[str, Any] = {}
-    if ids is not None:
-        ids = np.asarray(ids)
-        if ids.shape != (t.shape[0],):
-            raise DetectionError(f"classify_blends: {ids.size} ids for {t.shape[0]} blends")
-        cols["blend_id"] = ids
+    cols = _id_column(ids, t.shape[0], "blend_id", "classify_blends: {} ids for {} blends")
     cols["n_peaks"] = r["n_peaks"]
     cols["n_matched"] = r["n_matched"]
     cols["outcome"] = np.array(BLEND_OUTCOMES, dtype=object)[2 - r["n_matched"]]
@@ -502,12 +507,7 @@ def classify_isolated(peaks_list: Sequence[Any], truth_xy: Any, radius: float, *
     ``iso_id`` column."""
     t = _check_lists(peaks_list, truth_xy, 1, "classify_isolated")
     r = _classify(peaks_list, t, radius)
-    cols: dict[str, Any] = {}
-    if ids is not None:
-        ids = np.asarray(ids)
-        if ids.shape != (t.shape[0],):
-            raise DetectionError(f"classify_isolated: {ids.size} ids for {t.shape[0]} galaxies")
-        cols["iso_id"] = ids
+    cols = _id_column(ids, t.shape[0], "iso_id", "classify_isolated: {} ids for {} galaxies")
     npk = r["n_peaks"]
     cols["n_peaks"] = npk
     cols["n_matched"] = r["n_matched"]
