@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -91,7 +93,9 @@ def test_sr_generator_layer_facts():
     g = SRGenerator(channels=1, base=64)
     layers = list(g.net)
     assert isinstance(layers[1], nn.LeakyReLU)  # LeakyReLU first
-    assert isinstance(layers[-1], nn.Tanh)
+    with torch.no_grad():  # tanh output (applied in forward, after the optional skip path)
+        y = g(100.0 * torch.randn(2, 1, 21, 21))
+    assert float(y.abs().max()) <= 1.0 and float(y.abs().max()) > 0.5
     up = [m for m in layers if isinstance(m, nn.ConvTranspose2d)]
     assert len(up) == 1 and up[0].stride == (3, 3)
     assert (21 - 1) * 3 - 2 * up[0].padding[0] + up[0].kernel_size[0] == 64
@@ -159,3 +163,30 @@ def test_resize_upsampling_keeps_shape_and_centre():
     assert float((y * rows).sum() / y.sum()) == pytest.approx(31.5, abs=1e-4)
     with pytest.raises(ValueError, match="upsample"):
         SRGenerator(1, upsample="pixelshuffle")
+
+
+def test_skip_path_starts_as_the_upsampled_input():
+    """With skip=True and the body's output zeroed, G(x) = tanh(bicubic(x)): the residual starts from the input
+    upsampled to the hi-res grid (centre on centre) and survives the DCGAN initialisation."""
+    from workflow_scripts.models import init_weights
+
+    g = init_weights(SRGenerator(2, base=4, skip=True))
+    assert architecture(g)["arch"]["skip"] is True
+    assert torch.equal(g.skip.weight, torch.eye(2))   # the N(0, 0.02) conv initialisation left it alone
+    torch.nn.init.zeros_(g.net[-1].weight)
+    torch.nn.init.zeros_(g.net[-1].bias)
+    x = torch.zeros(1, 2, 21, 21)
+    x[0, 0] = 0.5                                        # flat band: stays flat
+    x[0, 1, 10, 10] = 0.8                                # point: lands on the hi-res centre
+    g.eval()
+    with torch.no_grad():
+        y = g(x)[0]
+    assert torch.allclose(y[0], torch.full((64, 64), math.tanh(0.5)), atol=1e-5)
+    up = torch.atanh(y[1].clamp(-0.999, 0.999)).clamp(min=0)
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    assert float((up * cols).sum() / up.sum()) == pytest.approx(31.5, abs=0.05)
+    assert float((up * rows).sum() / up.sum()) == pytest.approx(31.5, abs=0.05)
+    # without the option the architecture record is unchanged (older generator files still load)
+    assert "skip" not in architecture(SRGenerator(2, base=4))["arch"]
+    clone = build_model("SRGenerator", architecture(g)["arch"])
+    clone.load_state_dict(g.state_dict())

@@ -157,7 +157,8 @@ def train_gan(model: Mapping[str, Any], hi: np.ndarray, lo: np.ndarray | None, s
     else:
         if lo is None:
             raise StudyError("an srgan needs the low-resolution training images")
-        task = ConditionalTask(SRGenerator(channels, base=model["base"], upsample=model.get("upsample", "transposed")),
+        task = ConditionalTask(SRGenerator(channels, base=model["base"], upsample=model.get("upsample", "transposed"),
+                                            skip=model.get("skip", False)),
                                SRDiscriminator(channels, base=model["base"], conditional=True))
         data = (_scale(scalings["lo"], lo), _scale(scalings["hi"], hi))
     return train(task, data, cfg, out_dir, progress=progress)
