@@ -35,6 +35,7 @@ BENCH = "results/benchmarks"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/deblend.smk"
+include: "rules/photometry.smk"
 
 
 rule all:

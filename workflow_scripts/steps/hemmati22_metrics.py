@@ -19,6 +19,8 @@ def main(snakemake: Any, log: Any) -> None:
     blends = pd.read_parquet(snakemake.input.blends)
     isolated = pd.read_parquet(snakemake.input.isolated)
     metrics = summarise(blends, isolated, snakemake.params.study["gan_models"])
+    if "photometry" in snakemake.input.keys():  # photometry.json of rules/photometry.smk (paper: > 10x)
+        metrics["photometry"] = json.loads(open(snakemake.input.photometry).read())
     metrics["provenance"] = step_provenance(snakemake, "derived")
     log.info("detection fraction (both found): %s; paper %s", metrics["ours"]["detection_fraction"],
              metrics["paper"]["detection_fraction"])
