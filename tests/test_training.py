@@ -364,3 +364,22 @@ def test_checkpoint_of_another_setup_is_kept_aside_not_overwritten(tmp_path):
     kept = list(tmp_path.glob("checkpoint.*.stale.pt"))
     assert len(kept) == 1 and kept[0].read_bytes() == first
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() != first
+
+
+def test_dataset_fingerprint_does_not_depend_on_the_thread_count():
+    """A job resumed with another --cpus-per-task must recognise its own checkpoint: torch's parallel sums of a
+    (992, 1, 21, 21) tensor differ in the last bit between 1 and 2 threads; the fingerprint must not."""
+    from torch.utils.data import TensorDataset
+
+    from workflow_scripts.training import _dataset_fingerprint
+
+    data = TensorDataset(torch.rand(992, 1, 21, 21, generator=torch.Generator().manual_seed(3)))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _dataset_fingerprint(data)
+        torch.set_num_threads(2)
+        two = _dataset_fingerprint(data)
+    finally:
+        torch.set_num_threads(before)
+    assert one == two

@@ -31,6 +31,9 @@ What a run does, driven by :class:`TrainConfig`:
   :data:`PREEMPTED_EXIT_CODE` (75, ``EX_TEMPFAIL``: "try again") -- non-zero so that Snakemake does not look for
   the missing ``generator.pt`` and, with ``--retries``, reruns the job, which resumes. ``result.raise_if_preempted()``
   raises :class:`Preempted` carrying that exit code. Previous signal handlers are restored when ``train`` returns.
+* **Several processes** (torchrun, one per GPU; see :mod:`.distributed`): when the default process group is
+  initialised, each global batch is split over the ranks, both networks are wrapped in DistributedDataParallel,
+  losses are all-reduced, a signal on any rank stops all at the same step, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from . import __version__
+from . import __version__, distributed
 from .errors import ConfigError, PipelineError
 from .io import atomic_path
 from .models import architecture, build_model, init_weights
@@ -298,10 +301,14 @@ def _as_tensor(x: Any) -> torch.Tensor:
 def _dataset_fingerprint(ds: Dataset) -> dict[str, Any]:
     fp: dict[str, Any] = {"n": len(ds)}  # type: ignore[arg-type]
     if isinstance(ds, TensorDataset):
-        # cheap content checks without copying the data: the total, and the sum of squares of a strided sample
+        # cheap content checks: the total, and the sum of squares of a strided sample. Summed by numpy, whose
+        # pairwise summation does not depend on the thread count (torch's does: a job resumed with other
+        # --cpus-per-task would otherwise see a "different" dataset and start again from scratch)
         fp["tensors"] = [{"shape": list(t.shape), "dtype": str(t.dtype),
-                          "sum": sum(float(t[i:i + 256].double().sum()) for i in range(0, len(t), 256)),
-                          "sample": float(t.flatten()[:: max(1, t.numel() // 65536)].double().square().sum())}
+                          "sum": sum(float(t[i:i + 256].cpu().numpy().astype(np.float64).sum())
+                                     for i in range(0, len(t), 256)),
+                          "sample": float(np.square(t.flatten()[:: max(1, t.numel() // 65536)].cpu().numpy()
+                                                    .astype(np.float64)).sum())}
                          for t in ds.tensors]
     return fp
 
@@ -470,7 +477,8 @@ def train(task: GANTask, dataset: Any, cfg: TrainConfig, out_dir: str | Path, pr
     """
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
-    device = resolve_device(cfg.device)
+    ddp = distributed.current()  # one process unless launched by torchrun
+    device = ddp.device(resolve_device(cfg.device))
     amp = bool(cfg.amp and device.type == "cuda")
     ds = as_dataset(dataset)
     n = len(ds)  # type: ignore[arg-type]
@@ -481,8 +489,10 @@ def train(task: GANTask, dataset: Any, cfg: TrainConfig, out_dir: str | Path, pr
                           "lower batch_size or set drop_last: false")
     if cfg.l1_weight > 0 and not task.paired:
         raise ConfigError(f"training: l1_weight applies to paired (conditional) tasks only, not {task.name}")
+    ddp.check(cfg.batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out_dir)
+    if ddp.is_main:
+        _remove_stale_temporaries(out_dir)
     fingerprint = {"format_version": FORMAT_VERSION, "config": cfg.fingerprint(), **task.fingerprint(),
                    "dataset": _dataset_fingerprint(ds)}
 
@@ -498,7 +508,7 @@ def train(task: GANTask, dataset: Any, cfg: TrainConfig, out_dir: str | Path, pr
             torch.backends.cudnn.deterministic = cfg.deterministic
             torch.backends.cudnn.benchmark = not cfg.deterministic
         return _run(task, ds, n, cfg, out_dir, ckpt_path, device, amp, fingerprint, stop, progress, resume,
-                    callback)
+                    callback, ddp)
     finally:
         stop.restore()
         torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
@@ -526,9 +536,11 @@ def _load_checkpoint(path: Path, fingerprint: Mapping[str, Any]) -> dict[str, An
 
 def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ckpt_path: Path,
          device: torch.device, amp: bool, fingerprint: dict[str, Any], stop: _StopFlag, progress: bool,
-         resume: bool, callback: Callable[[StepInfo], Any] | None) -> TrainResult:
+         resume: bool, callback: Callable[[StepInfo], Any] | None,
+         ddp: distributed.DistContext = distributed.SINGLE) -> TrainResult:
     gen, disc = task.generator, task.discriminator
-    state = _load_checkpoint(ckpt_path, fingerprint) if (resume and ckpt_path.exists()) else None
+    state = (ddp.main_first(lambda: _load_checkpoint(ckpt_path, fingerprint) if ckpt_path.exists() else None)
+             if resume else None)
 
     _seed_everything(cfg.seed)
     if state is None and cfg.reinit:
@@ -557,14 +569,22 @@ def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ck
         start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
         global_step = int(state["global_step"])
         partial = dict(state.get("partial") or {})
+        ranks_rng = state.get("rng_ranks") or []
+        if len(ranks_rng) == ddp.world_size:  # a multi-process run resumed by as many processes
+            _set_rng_state(ranks_rng[ddp.rank])
+        else:
+            ddp.diverge_rng(cfg.seed, global_step)
         log.info("resuming %s from %s: epoch %d, step %d", task.name, ckpt_path, start_epoch, start_step)
         if start_epoch > cfg.epochs or (start_epoch == cfg.epochs and start_step > 0):
             log.warning("%s is already past epoch %d (epochs was lowered); its weights are written as they are",
                         ckpt_path, cfg.epochs)
-        if history:
+        if history and ddp.is_main:
             write_losses(out_dir, history)  # drops rows of epochs trained after this checkpoint was written
+    else:
+        ddp.diverge_rng(cfg.seed)  # other ranks draw other noise; rank 0 keeps the single-process stream
     resumed = state is not None
     del state
+    step_task = ddp.wrap_task(task)  # DistributedDataParallel networks with several processes
 
     bce = nn.BCEWithLogitsLoss()
     d_params = list(disc.parameters())
@@ -574,6 +594,10 @@ def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ck
 
     def checkpoint(epoch_done: int, step: int, sums: Mapping[str, float]) -> None:
         nonlocal last_ckpt
+        rngs = ddp.gather(_rng_state())  # every rank's (collective: all ranks checkpoint together)
+        if not ddp.is_main:
+            last_ckpt = time.monotonic()
+            return
         _torch_save_atomic({
             "format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "pipeline_version": __version__,
             "fingerprint": fingerprint, "config": dataclasses.asdict(cfg),
@@ -582,7 +606,8 @@ def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ck
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "scaler_g": scaler_g.state_dict(), "scaler_d": scaler_d.state_dict(),
             "epoch": epoch_done, "step_in_epoch": step, "global_step": global_step,
-            "partial": dict(sums), "rng": _rng_state(), "history": history,
+            "partial": dict(sums), "rng": rngs[0], "history": history,
+            **({"rng_ranks": rngs, "world_size": ddp.world_size} if ddp.enabled else {}),
         }, ckpt_path)
         last_ckpt = time.monotonic()
 
@@ -604,10 +629,11 @@ def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ck
         epoch_seconds = float(partial.get("seconds", 0.0)) if epoch == start_epoch else 0.0
         t_epoch = time.perf_counter()
         step_in_epoch = first
-        bar = _progress_bar(progress, len(batches), first, f"epoch {epoch + 1}/{cfg.epochs}", isatty)
-        for batch in _iter_batches(ds, batches[first:], cfg, epoch, device):
-            losses = _train_step(task, batch, opt_g, opt_d, scaler_g, scaler_d, bce, cfg.l1_weight, device, amp,
-                                 d_params)
+        bar = _progress_bar(progress and ddp.is_main, len(batches), first, f"epoch {epoch + 1}/{cfg.epochs}",
+                            isatty)
+        for batch in _iter_batches(ds, ddp.shard(batches[first:]), cfg, epoch, device):
+            losses = _train_step(step_task, batch, opt_g, opt_d, scaler_g, scaler_d, bce, cfg.l1_weight, device,
+                                 amp, d_params)
             for k in _SUM_KEYS:
                 sums[k] += losses[k].detach().double()
             step_in_epoch += 1
@@ -621,38 +647,45 @@ def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ck
             if callback is not None and callback(StepInfo(epoch, step_in_epoch, len(batches), global_step,
                                                           losses["loss_d"], losses["loss_g"])):
                 stop.signum = stop.signum or -1
-            if stop:
+            stopping, due = ddp.sync_stop(stop, cfg.checkpoint_every_seconds is not None
+                                          and step_in_epoch < len(batches)
+                                          and time.monotonic() - last_ckpt >= cfg.checkpoint_every_seconds)
+            if stopping:
                 break
-            if (cfg.checkpoint_every_seconds is not None and step_in_epoch < len(batches)
-                    and time.monotonic() - last_ckpt >= cfg.checkpoint_every_seconds):
-                checkpoint(epoch, step_in_epoch, _sums_to_floats(sums, epoch_seconds + time.perf_counter() - t_epoch))
+            if due:
+                checkpoint(epoch, step_in_epoch,
+                           _sums_to_floats(ddp.mean(sums), epoch_seconds + time.perf_counter() - t_epoch))
         if bar is not None:
             bar.close()
         epoch_seconds += time.perf_counter() - t_epoch
         if step_in_epoch < len(batches):  # stopped mid-epoch
-            checkpoint(epoch, step_in_epoch, _sums_to_floats(sums, epoch_seconds))
+            checkpoint(epoch, step_in_epoch, _sums_to_floats(ddp.mean(sums), epoch_seconds))
             log.warning("stopped by signal %s at epoch %d step %d/%d; checkpoint written to %s", stop.signum,
                         epoch + 1, step_in_epoch, len(batches), ckpt_path)
             return result(False, None)
         steps = len(batches)
-        means = {k: float(v) / steps for k, v in _sums_to_floats(sums, 0.0).items() if k in _SUM_KEYS}
+        means = {k: float(v) / steps for k, v in _sums_to_floats(ddp.mean(sums), 0.0).items() if k in _SUM_KEYS}
         images = steps * cfg.batch_size if cfg.drop_last else sum(len(b) for b in batches)
         history.append({"epoch": epoch + 1, "steps": steps, "images": images, **means, "seconds": epoch_seconds,
                         "images_per_s": images / epoch_seconds if epoch_seconds > 0 else float("nan")})
-        write_losses(out_dir, history)
+        if ddp.is_main:
+            write_losses(out_dir, history)
         log.info("epoch %d/%d: loss_d %.4f loss_g %.4f D(real) %.3f D(fake) %.3f (%.1f s, %.1f images/s)",
                  epoch + 1, cfg.epochs, means["loss_d"], means["loss_g"], means["d_real"], means["d_fake"],
                  epoch_seconds, history[-1]["images_per_s"])
         done = epoch + 1
-        if stop or done % cfg.checkpoint_every_epochs == 0 or done == cfg.epochs:
+        stopping, = ddp.sync_stop(stop)  # a signal during the epoch's bookkeeping: all ranks must agree
+        if stopping or done % cfg.checkpoint_every_epochs == 0 or done == cfg.epochs:
             checkpoint(done, 0, {})
-        if stop:
+        if stopping:
             log.warning("stopped by signal %s after epoch %d; checkpoint written to %s", stop.signum, done, ckpt_path)
             return result(False, None)
 
     gen_path = out_dir / GENERATOR_NAME
-    save_generator(gen, gen_path, meta={"task": task.name, "epochs": len(history), "seed": cfg.seed,
-                                        "global_step": global_step})
+    if ddp.is_main:
+        save_generator(gen, gen_path, meta={"task": task.name, "epochs": len(history), "seed": cfg.seed,
+                                            "global_step": global_step})
+    ddp.barrier()
     return result(True, gen_path)
 
 
