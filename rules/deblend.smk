@@ -89,9 +89,13 @@ rule hemmati22_train:
     threads: H22_RES["threads"]
     retries: 2
     resources:
+        # the SLURM executor plugin's names: gpu (+ gpu_model) -> --gpus, cpus_per_task, mem_mb, runtime, and the
+        # partition when the config names one; more than one gpu trains data-parallel (torchrun)
         gpu=H22_RES["gpu"],
         mem_mb=H22_RES["mem_mb"],
         runtime=H22_RES["runtime"],
+        cpus_per_task=lambda wildcards, threads: threads,
+        **{k: H22_RES[c] for k, c in (("gpu_model", "gpu_model"), ("slurm_partition", "partition")) if c in H22_RES},
     conda:
         "../envs/torch.yaml"
     script:
@@ -155,10 +159,11 @@ rule hemmati22_detect:
 
 
 rule hemmati22_metrics:
-    """metrics.json: detection fractions, false positives, precision/recall beside the paper's values."""
+    """metrics.json: detection fractions, false positives, precision/recall, photometry beside the paper's values."""
     input:
         blends=rules.hemmati22_detect.output.blends,
         isolated=rules.hemmati22_detect.output.isolated,
+        photometry=f"{H22_DIR}/photometry.json",
     output:
         metrics=f"{H22_DIR}/metrics.json",
         binned=f"{H22_DIR}/detection_fraction.parquet",
@@ -268,3 +273,4 @@ rule hemmati22_all:
     input:
         rules.hemmati22_metrics.output.metrics,
         [f"{H22_FIG}/{fig['name']}.{ext}" for fig in H22_FIGURES.values() for ext in ("png", "pdf")],
+        [f"{H22_FIG}/fig7_photometry.{ext}" for ext in ("png", "pdf")],

@@ -52,6 +52,8 @@ def _broken(config, path, value):
         (("surveys", "ceers", "source"), "downlaod", "surveys.ceers.source"),
         (("psf", "stamp_size"), 24, "psf.stamp_size must be odd"),
         (("device",), "gpu", "device"),
+        (("hemmati22", "select", "isolation_arcsec"), 1.0, "smaller than the companion search radius (1.57"),
+        (("hemmati22", "models", "dcgan", "skip"), True, "hemmati22.models.dcgan.skip applies to an srgan only"),
     ],
 )
 def test_bad_config_is_one_clear_line(config, path, value, expected):

@@ -139,3 +139,38 @@ def test_ci_deblending_study_end_to_end(ci_run: Path):
     for model in study["models"]:
         losses = (ci_run / f"results/hemmati22/models/{model}/losses.csv").read_text().splitlines()
         assert len(losses) == 1 + study["models"][model]["epochs"]
+
+
+@pytest.mark.slow
+def test_ci_blend_photometry_end_to_end(ci_run: Path):
+    import pandas as pd
+
+    from workflow_scripts.photometry import RESULT_COLUMNS
+
+    config = load_config(CI)
+    n_blends = config["hemmati22"]["n_blends"]
+    for run in ("lo_at_lo", "lo_at_gan", "hi_at_hi"):
+        path = ci_run / f"results/hemmati22/photometry/{run}.parquet"
+        table = pd.read_parquet(path)
+        assert set(RESULT_COLUMNS) | {"blend_id", "mag", "truth_object", "true_flux", "dominant"} <= set(table.columns)
+        assert set(table["blend_id"]) == set(range(n_blends))          # every blend has a row, flagged or fitted
+        assert (table["run"] == run).all()
+        assert io.read_provenance(path)["config_hash"] == config_hash(config)
+        objects = table[table["object"] >= 0]
+        assert (table.loc[table["object"] < 0, "flags"] > 0).all()      # no position: a flagged row
+        if run != "lo_at_gan":                                           # (the ci GANs are barely trained)
+            assert len(objects) >= n_blends * 0.9
+            assert objects["converged"].mean() > 0.8
+            ok = objects[objects["converged"]]
+            assert (ok["flux"] > 0).mean() > 0.9 and (ok["flux_err"] > 0).all()
+            assert ok["chi2_dof"].between(0.3, 5).mean() > 0.9
+    metrics = json.loads((ci_run / "results/hemmati22/metrics.json").read_text())
+    phot = metrics["photometry"]
+    assert phot["paper"]["improvement_factor_min"] == 10
+    runs = phot["ours"]["runs"]
+    assert set(runs) == {"lo_at_lo", "lo_at_gan", "hi_at_hi"}
+    # the hi-res reference recovers the dominant galaxy's magnitude; low-res positions merge blends: brighter
+    assert runs["hi_at_hi"]["measured_fraction"] > 0.7 and abs(runs["hi_at_hi"]["bias"]) < 0.15
+    assert runs["lo_at_lo"]["measured_fraction"] > 0.7 and runs["lo_at_lo"]["bias"] < runs["hi_at_hi"]["bias"]
+    for ext in ("png", "pdf"):
+        assert (ci_run / f"results/figures/hemmati22/fig7_photometry.{ext}").stat().st_size > 5_000

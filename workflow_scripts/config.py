@@ -143,6 +143,12 @@ def _check_hemmati22(config: Mapping[str, Any]) -> None:
     if study["field"] not in survey["fields"]:
         raise ConfigError(f"config: hemmati22.field = {study['field']!r} is not a field of {study['survey']} "
                           f"({', '.join(survey['fields'])})")
+    search = (2.0 ** 0.5 * study["max_offset_px"] * survey["pixel_scale"]
+              + study["detection"]["match_radius_arcsec"])
+    if study["select"]["isolation_arcsec"] < search:
+        raise ConfigError(f"config: hemmati22.select.isolation_arcsec = {study['select']['isolation_arcsec']} is "
+                          f"smaller than the companion search radius ({search:.2f}\" = sqrt 2 x max_offset_px x "
+                          "pixel_scale + match_radius_arcsec): real neighbours would count as false positives")
     models = study["models"]
     for role, name in study["gan_models"].items():
         if name not in models or models[name]["kind"] != "srgan":
@@ -151,8 +157,9 @@ def _check_hemmati22(config: Mapping[str, Any]) -> None:
     if not any(m["kind"] == "dcgan" for m in models.values()):
         raise ConfigError("config: hemmati22.models needs one dcgan entry (Fig 2)")
     for name, model in models.items():
-        if model["kind"] == "dcgan" and "upsample" in model:
-            raise ConfigError(f"config: hemmati22.models.{name}.upsample applies to an srgan only")
+        for key in ("upsample", "skip"):
+            if model["kind"] == "dcgan" and key in model:
+                raise ConfigError(f"config: hemmati22.models.{name}.{key} applies to an srgan only")
         if model["kind"] == "dcgan" and model["l1_weight"] > 0:
             raise ConfigError(f"config: hemmati22.models.{name}.l1_weight must be 0 for a dcgan (no target image)")
 
