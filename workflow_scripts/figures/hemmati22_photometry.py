@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
+from .hemmati22 import _save  # noqa: E402  (atomic PNG + PDF, closes the figure)
 from .overview import FigureError  # noqa: E402
 
 __all__ = ["fig7_photometry", "RUN_COLOURS", "RUN_LABELS", "SIGMA_LEVELS"]
@@ -34,18 +34,6 @@ RUN_LABELS = {"lo_at_lo": "low-res positions", "lo_at_gan": "GAN positions", "hi
 SIGMA_LEVELS = (1 - np.exp(-0.5), 1 - np.exp(-2.0))
 #: fewest points for a density contour
 MIN_CONTOUR_POINTS = 10
-
-
-def _save(fig: plt.Figure, out_png: str | Path, out_pdf: str | Path | None, dpi: int) -> Path:
-    try:
-        with atomic_path(out_png) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
-        if out_pdf is not None:
-            with atomic_path(out_pdf) as tmp:
-                fig.savefig(tmp, format="pdf")
-    finally:
-        plt.close(fig)
-    return Path(out_png)
 
 
 def _check(dominants: Mapping[str, Any], gp: Any) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
