@@ -54,6 +54,11 @@ def _broken(config, path, value):
         (("device",), "gpu", "device"),
         (("hemmati22", "select", "isolation_arcsec"), 1.0, "smaller than the companion search radius (1.57"),
         (("hemmati22", "models", "dcgan", "skip"), True, "hemmati22.models.dcgan.skip applies to an srgan only"),
+        (("hemmati22", "models", "dcgan", "ambient_noise"), True,
+         "hemmati22.models.dcgan.ambient_noise applies to an srgan only"),
+        (("hemmati22", "models", "srgan1", "zero_residual"), True,
+         "hemmati22.models.srgan1.zero_residual needs skip: true"),
+        (("hemmati22", "models", "srgan1", "ema_decay"), 1.0, "ema_decay"),
     ],
 )
 def test_bad_config_is_one_clear_line(config, path, value, expected):

@@ -115,3 +115,25 @@ def test_search_radius_and_showcase():
                         "sep_over_fwhm_sum": [0.5, 0.1, 2.0, 1.0, 3.0]})
     # hi-res detections sorted by separation: 0 (0.5), 3 (1.0), 2 (2.0), 4 (3.0); first, middle, last
     assert showcase_blends(det, "hi").tolist() == [0, 2, 4]
+
+
+def test_noise_floor_keeps_texture_on_a_noiseless_gan_image_insignificant():
+    """A GAN image with almost no noise but faint texture (bumps at 0.7 sigma of the survey noise): measured
+    against its own (tiny) noise the bumps are 'significant' peaks and the single galaxy is a false blend;
+    with the hi-res survey's filtered noise as the floor they are not."""
+    gal = galsim.Exponential(half_light_radius=0.12, flux=600.0)
+    survey = render([gal], [(0, 0)], noise=1.0)[None]
+    _, floor = filtered_snr(survey, psf_image())
+    clean = render([gal], [(0, 0)], noise=0.01, seed=1)
+    yy, xx = np.mgrid[:64, :64]
+    for cx, cy in ((20, 44), (44, 20)):
+        clean += 0.7 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 1.2 ** 2)).astype(np.float32)
+    truth = pd.DataFrame({"x": [31.5], "y": [31.5]})
+    kw = dict(kind="isolated", grid="hires", zeropoints=[25.0], psfs=[psf_image()], threshold_sigma=5.0,
+              min_prominence=3.0, radius_px=5.0, search_radius_px=22.0)
+    own, _ = detect(clean[None, None], truth, **kw)
+    floored, peaks = detect(clean[None, None], truth, noise_floor=floor, **kw)
+    assert own["false_positive"].iloc[0] and own["n_peaks"].iloc[0] == 3
+    assert not floored["false_positive"].iloc[0] and len(peaks[0]) == 1
+    with pytest.raises(Exception, match="noise_floor"):
+        detect(clean[None, None], truth, noise_floor=np.array([np.nan]), **kw)

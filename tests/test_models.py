@@ -190,3 +190,24 @@ def test_skip_path_starts_as_the_upsampled_input():
     assert "skip" not in architecture(SRGenerator(2, base=4))["arch"]
     clone = build_model("SRGenerator", architecture(g)["arch"])
     clone.load_state_dict(g.state_dict())
+
+
+def test_zero_residual_generator_starts_exactly_as_the_upsampled_input():
+    """zero_residual: the DCGAN initialisation leaves the learnt branch's last conv at zero, so the untrained
+    generator is tanh(bicubic(x)) for any input, and the option is kept in the architecture record."""
+    from workflow_scripts.models import init_weights
+
+    torch.manual_seed(0)
+    g = init_weights(SRGenerator(3, base=4, skip=True, zero_residual=True)).eval()
+    assert architecture(g)["arch"]["zero_residual"] is True
+    x = torch.rand(2, 3, 21, 21) * 2 - 1
+    with torch.no_grad():
+        expected = torch.tanh(torch.nn.functional.interpolate(x, size=(64, 64), mode="bicubic",
+                                                              align_corners=False))
+        assert torch.allclose(g(x), expected, atol=1e-6)
+    plain = init_weights(SRGenerator(3, base=4, skip=True)).eval()
+    with torch.no_grad():
+        assert float((plain(x) - expected).abs().max()) > 1e-5  # the ordinary start is not exactly the input
+    with pytest.raises(ValueError, match="skip"):
+        SRGenerator(1, base=4, zero_residual=True)
+    assert build_model("SRGenerator", architecture(g)["arch"]).arch["zero_residual"] is True

@@ -383,3 +383,113 @@ def test_dataset_fingerprint_does_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(before)
     assert one == two
+
+
+# ------------------------------------------------------------------------------------- weight averaging
+def test_weight_average_follows_the_warm_up_recursion():
+    """Against the recursion by hand: a_0 = w_0, a_t = a_{t-1} + (1 - min(d, (1+t)/(10+t))) (w_t - a_{t-1});
+    BatchNorm running statistics are averaged too and its integer batch count is copied."""
+    from workflow_scripts.training import weight_average
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = weight_average(net, 0.9)
+    rng = np.random.default_rng(0)
+    expected = None
+    for t in range(30):
+        with torch.no_grad():
+            net[0].weight.copy_(torch.as_tensor(rng.normal(size=(2, 3)), dtype=torch.float32))
+            net[1].running_mean.fill_(float(t))
+            net[1].num_batches_tracked.fill_(t)
+        w = net[0].weight.detach().double().clone()
+        if expected is None:
+            expected, mean = w, torch.tensor(0.0, dtype=torch.float64)
+        else:
+            k = 1.0 - min(0.9, (1.0 + t) / (10.0 + t))
+            expected = expected + k * (w - expected)
+            mean = mean + k * (t - mean)
+        ema.update_parameters(net)
+    torch.testing.assert_close(ema.module[0].weight.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ema.module[1].running_mean.double(), mean.expand(2), rtol=1e-5, atol=1e-5)
+    assert int(ema.module[1].num_batches_tracked) == 29
+    assert 20.0 < float(mean) < 28.0  # an average over the last ~10 updates, not the last value (29)
+
+
+def test_ema_generator_is_written_and_resumes_exactly(tmp_path):
+    """ema_decay > 0: generator.pt holds the averaged weights (not the last step's), and a run stopped by a
+    signal mid-epoch and resumed writes the same averaged generator as an uninterrupted run."""
+    data = sr_data(32)
+    straight = train(sr_task(), data, cfg(ema_decay=0.8), tmp_path / "a", progress=False)
+    ckpt = torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=True)
+    saved = torch.load(straight.generator_path, weights_only=True)
+    assert saved["meta"]["ema_decay"] == 0.8
+    last = ckpt["generator"]["state_dict"]
+    averaged = {k.removeprefix("module."): v for k, v in ckpt["generator_ema"].items() if k.startswith("module.")}
+    assert_same_weights(saved["state_dict"], averaged)
+    assert any(not torch.equal(saved["state_dict"][k], last[k]) for k in last if last[k].is_floating_point())
+
+    def stop(info):
+        if info.global_step == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first = train(sr_task(), data, cfg(ema_decay=0.8), tmp_path / "b", progress=False, callback=stop)
+    assert first.preempted
+    second = train(sr_task(), data, cfg(ema_decay=0.8), tmp_path / "b", progress=False)
+    assert second.resumed and second.completed
+    assert_same_weights(torch.load(second.generator_path, weights_only=True)["state_dict"], saved["state_dict"])
+    # the averaged generator loads and runs like any other
+    out = generate(load_generator(second.generator_path, "cpu"), data[0][:4])
+    assert out.shape == (4, 1, 64, 64) and np.isfinite(out).all()
+
+
+def test_ema_decay_is_validated_and_changes_the_setup(tmp_path):
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainConfig(ema_decay=-0.1)
+    assert "ema_decay" not in TrainConfig().fingerprint()  # old checkpoints (no option) still resume
+    assert TrainConfig(ema_decay=0.99).fingerprint()["ema_decay"] == 0.99
+
+
+# ------------------------------------------------------------------------------ ambient noise (AmbientGAN)
+def test_asinh_noise_adds_the_physical_sigma_and_passes_gradients():
+    """Images stored asinh-scaled: the noise added is white with the given sigma in *physical* units, in each
+    channel, whatever the brightness (the scaled-space noise shrinks on bright pixels, as real noise does)."""
+    from workflow_scripts.training import AsinhNoise
+
+    torch.manual_seed(0)
+    obs = AsinhNoise(sigma=[0.01, 0.05], softening=[0.03, 0.1], scale=[5.0, 4.0])
+    soft, scale = torch.tensor([0.03, 0.1])[None, :, None, None], torch.tensor([5.0, 4.0])[None, :, None, None]
+    for level in (0.0, 0.5):  # background and bright pixels
+        y = torch.full((64, 2, 32, 32), level, requires_grad=True)
+        out = obs(y)
+        dx = soft * torch.sinh(scale * out) - soft * torch.sinh(scale * y)
+        std = dx.detach().std(dim=(0, 2, 3))
+        torch.testing.assert_close(std, torch.tensor([0.01, 0.05]), rtol=0.03, atol=0)
+        assert abs(float(dx.detach().mean())) < 1e-3
+        out.sum().backward()
+        assert y.grad is not None and torch.isfinite(y.grad).all() and float(y.grad.abs().min()) > 0
+    with pytest.raises(ConfigError, match="AsinhNoise"):
+        AsinhNoise(sigma=[-1.0], softening=[1.0], scale=[1.0])
+    with pytest.raises(ConfigError, match="AsinhNoise"):
+        AsinhNoise(sigma=[1.0, 1.0, 1.0], softening=[1.0, 1.0], scale=[1.0])
+
+
+def test_discriminator_sees_the_observed_fake_and_l1_the_clean_one(tmp_path):
+    """With ``observe``: every fake image shown to D is G(x) plus noise; the L1 term still uses G(x) (the logged
+    L1 equals that of the clean output); the set-up is part of the checkpoint fingerprint."""
+    from workflow_scripts.training import AsinhNoise
+
+    task = sr_task()
+    task = ConditionalTask(task.generator, task.discriminator,
+                           observe=AsinhNoise(sigma=[0.5], softening=[1.0], scale=[1.0]))
+    shown, made = [], []
+    task.discriminator.register_forward_pre_hook(lambda m, args: shown.append(args[0].detach().clone()))
+    task.generator.register_forward_hook(lambda m, args, out: made.append(out.detach().clone()))
+    train(task, sr_data(8), cfg(epochs=1, batch_size=8), tmp_path / "a", progress=False)
+    assert len(made) == 1 and len(shown) == 3          # D(real), D(fake) for D's step, D(fake) for G's step
+    real_in, fake_d, fake_g = shown
+    assert torch.equal(fake_d, fake_g)                  # one noisy view per step, the same for both losses
+    noise = torch.sinh(fake_d) - torch.sinh(made[0])
+    assert 0.4 < float(noise.std()) < 0.6
+    plain = sr_task()
+    assert task.fingerprint()["observe"]["sigma"] == [0.5] and "observe" not in plain.fingerprint()

@@ -157,9 +157,11 @@ def _check_hemmati22(config: Mapping[str, Any]) -> None:
     if not any(m["kind"] == "dcgan" for m in models.values()):
         raise ConfigError("config: hemmati22.models needs one dcgan entry (Fig 2)")
     for name, model in models.items():
-        for key in ("upsample", "skip"):
+        for key in ("upsample", "skip", "zero_residual", "ambient_noise"):
             if model["kind"] == "dcgan" and key in model:
                 raise ConfigError(f"config: hemmati22.models.{name}.{key} applies to an srgan only")
+        if model.get("zero_residual") and not model.get("skip"):
+            raise ConfigError(f"config: hemmati22.models.{name}.zero_residual needs skip: true")
         if model["kind"] == "dcgan" and model["l1_weight"] > 0:
             raise ConfigError(f"config: hemmati22.models.{name}.l1_weight must be 0 for a dcgan (no target image)")
 

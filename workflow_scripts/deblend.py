@@ -25,7 +25,8 @@ from .errors import PipelineError
 from .io import Mosaic
 from .models import DCGANDiscriminator, DCGANGenerator, SRDiscriminator, SRGenerator
 from .surveys import Survey
-from .training import ConditionalTask, NoiseToImageTask, TrainConfig, TrainResult, generate, load_generator, noise, train
+from .training import (AsinhNoise, ConditionalTask, NoiseToImageTask, TrainConfig, TrainResult, generate,
+                       load_generator, noise, train)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def _scale(scaling: AsinhScaling, cube: np.ndarray) -> torch.Tensor:
 def train_config(model: Mapping[str, Any], seed: int, device: str) -> TrainConfig:
     return TrainConfig(epochs=model["epochs"], batch_size=model["batch_size"], lr_g=model["lr_g"],
                        lr_d=model["lr_d"], betas=(model["beta1"], 0.999), l1_weight=model["l1_weight"],
-                       seed=seed, device=device)
+                       ema_decay=model.get("ema_decay", 0.0), seed=seed, device=device)
 
 
 def train_gan(model: Mapping[str, Any], hi: np.ndarray, lo: np.ndarray | None, scalings: Mapping[str, AsinhScaling],
@@ -157,11 +158,30 @@ def train_gan(model: Mapping[str, Any], hi: np.ndarray, lo: np.ndarray | None, s
     else:
         if lo is None:
             raise StudyError("an srgan needs the low-resolution training images")
+        observe = ambient_noise(hi, scalings["hi"]) if model.get("ambient_noise", False) else None
         task = ConditionalTask(SRGenerator(channels, base=model["base"], upsample=model.get("upsample", "transposed"),
-                                            skip=model.get("skip", False)),
-                               SRDiscriminator(channels, base=model["base"], conditional=True))
+                                            skip=model.get("skip", False),
+                                            zero_residual=model.get("zero_residual", False)),
+                               SRDiscriminator(channels, base=model["base"], conditional=True), observe=observe)
         data = (_scale(scalings["lo"], lo), _scale(scalings["hi"], hi))
     return train(task, data, cfg, out_dir, progress=progress)
+
+
+def background_sigma(cube: np.ndarray) -> np.ndarray:
+    """Per-band per-pixel noise sigma of a (N, bands, H, W) cube: the median over stamps of each stamp's
+    clipped-MAD sigma (:func:`estimate_noise_sigma`)."""
+    return np.array([float(np.median(estimate_noise_sigma(cube[:, b]))) for b in range(cube.shape[1])])
+
+
+def ambient_noise(hi: np.ndarray, scaling: AsinhScaling) -> AsinhNoise:
+    """The measurement model of ``ambient_noise: true``: white noise of the hi-res training images' sigma, added
+    in physical units to the generator's (asinh-scaled) output before the discriminator sees it."""
+    sigma = background_sigma(hi)
+    bands = hi.shape[1]
+    soft = np.broadcast_to(np.atleast_1d(scaling.softening), (bands,))
+    scale = np.broadcast_to(np.atleast_1d(scaling.scale), (bands,))
+    log.info("ambient noise for the discriminator: sigma %s per pixel", np.array2string(sigma, precision=4))
+    return AsinhNoise(sigma, soft, scale)
 
 
 def super_resolve(generator_path: str | Path, lo: np.ndarray, scalings: Mapping[str, AsinhScaling],
@@ -192,8 +212,9 @@ def detection_stack(cube: np.ndarray, zeropoints: Sequence[float],
     return stack, psf / psf.sum()
 
 
-def filtered_snr(stack: np.ndarray, psf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Matched-filtered images in units of their own noise, and that noise (per stamp).
+def filtered_snr(stack: np.ndarray, psf: np.ndarray,
+                 noise_floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Matched-filtered images in units of their own noise, and that noise (per stamp; at least ``noise_floor``).
 
     The noise is measured on each filtered image (clipped MAD, pixels without data left out) rather than taken
     from the survey: rotated stamps, summed blends, degraded and GAN images all have correlated noise of
@@ -201,6 +222,11 @@ def filtered_snr(stack: np.ndarray, psf: np.ndarray) -> tuple[np.ndarray, np.nda
     """
     filtered = matched_filter(stack, psf)
     sigma_f = estimate_noise_sigma(filtered, mask=stack != 0)
+    if noise_floor is not None:
+        floor = np.broadcast_to(np.asarray(noise_floor, dtype=np.float64), sigma_f.shape)
+        if not (np.isfinite(floor).all() and (floor >= 0).all()):
+            raise StudyError("noise_floor must be finite and >= 0")
+        sigma_f = np.maximum(sigma_f, floor)
     return filtered / sigma_f[:, None, None], sigma_f
 
 
@@ -244,16 +270,21 @@ def prominent(peaks: Sequence[np.ndarray], snr: np.ndarray, min_prominence: floa
 
 def detect(cube: np.ndarray, truth: pd.DataFrame, *, kind: str, grid: str, zeropoints: Sequence[float],
            psfs: Sequence[np.ndarray], threshold_sigma: float, min_prominence: float,
-           radius_px: float, search_radius_px: float) -> tuple[pd.DataFrame, list[np.ndarray]]:
+           radius_px: float, search_radius_px: float,
+           noise_floor: np.ndarray | None = None) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Peaks on every stamp and their outcome against the truth (``kind``: blend or isolated).
 
     Secondary peaks must pass the :func:`prominent` contrast test. Only peaks within ``search_radius_px`` of
     the primary galaxy count: that is where a blend's companion can
     be; further out, the cutouts hold real neighbours, which are neither blends nor false positives.
+
+    ``noise_floor`` (per stamp, filtered-noise sigma): the S/N unit is at least this. GAN images get the
+    filtered noise of the hi-res images they imitate: a generator that draws less noise than the survey has
+    (or none) must not make its peaks more significant than the data could.
     """
     stack, psf = detection_stack(cube, zeropoints, psfs)
     truth_xy = truth_positions(truth, grid)
-    snr, sigma_f = filtered_snr(stack, psf)
+    snr, sigma_f = filtered_snr(stack, psf, noise_floor)
     peaks = find_peaks(stack, psf, sigma_f, threshold_sigma=threshold_sigma, sigma_is_filtered=True)
     peaks = within(prominent(peaks, snr, min_prominence), truth_xy[:, 0], search_radius_px)
     if kind == "blend":

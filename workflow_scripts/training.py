@@ -113,6 +113,10 @@ class TrainConfig:
     drop_last: bool = True
     #: re-initialise both networks with N(0, 0.02) after seeding (False: keep the weights passed in, to fine-tune)
     reinit: bool = True
+    #: decay of an exponential moving average of the generator's weights, written as ``generator.pt`` instead of
+    #: the last step's weights (0 = off, the paper). The average is over ~1/(1 - decay) steps, with the usual
+    #: warm-up min(decay, (1 + t) / (10 + t)) so the random initial weights do not linger in a short run.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         try:
@@ -130,6 +134,7 @@ class TrainConfig:
             (self.checkpoint_every_seconds is None or self.checkpoint_every_seconds > 0,
              f"checkpoint_every_seconds must be > 0 or null, got {self.checkpoint_every_seconds}"),
             (int(self.num_workers) >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (0.0 <= self.ema_decay < 1.0, f"ema_decay must lie in [0, 1), got {self.ema_decay}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -137,6 +142,7 @@ class TrainConfig:
         self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
         self.lr_g, self.lr_d, self.l1_weight = float(self.lr_g), float(self.lr_d), float(self.l1_weight)
         self.checkpoint_every_epochs, self.num_workers = int(self.checkpoint_every_epochs), int(self.num_workers)
+        self.ema_decay = float(self.ema_decay)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -149,8 +155,10 @@ class TrainConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """The options that change the trained weights (a checkpoint is resumed only when these match)."""
-        return {k: getattr(self, k) for k in ("batch_size", "lr_g", "lr_d", "betas", "l1_weight", "seed",
-                                              "deterministic", "drop_last", "reinit")}
+        keys = ["batch_size", "lr_g", "lr_d", "betas", "l1_weight", "seed", "deterministic", "drop_last", "reinit"]
+        if self.ema_decay:  # only when on, so checkpoints written before the option still resume
+            keys.append("ema_decay")
+        return {k: getattr(self, k) for k in keys}
 
 
 # ------------------------------------------------------------------------------------------------- tasks
@@ -174,6 +182,10 @@ class GANTask(ABC):
 
     def discriminate(self, image: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
         return self.discriminator(image, condition)
+
+    def observed(self, fake: torch.Tensor) -> torch.Tensor:
+        """What the discriminator is shown of a generated image (default: the image itself)."""
+        return fake
 
     def fingerprint(self) -> dict[str, Any]:
         return {"task": self.name, "generator": architecture(self.generator),
@@ -203,12 +215,58 @@ class NoiseToImageTask(GANTask):
         return z, real, None
 
 
+class AsinhNoise(nn.Module):
+    """A measurement model for images stored asinh-scaled (``y = asinh(x / softening) / scale``): add white
+    Gaussian noise of per-channel sigma ``sigma`` *in physical units* (``x``) and scale back. Differentiable.
+
+    Used as a conditional task's ``observe`` (AmbientGAN, Bora et al. 2018): the discriminator judges G(x) plus
+    survey-like noise against real, noisy images, so the generator has nothing to gain from drawing noise
+    itself and learns the noise-free image, which is what the L1 term asks for too.
+    """
+
+    def __init__(self, sigma: Sequence[float], softening: Sequence[float], scale: Sequence[float]) -> None:
+        super().__init__()
+        values = [np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (sigma, softening, scale)]
+        n = max(v.size for v in values)
+        if any(v.size not in (1, n) for v in values) or not all(np.isfinite(v).all() for v in values):
+            raise ConfigError(f"AsinhNoise: sigma, softening and scale need 1 or {n} finite values each")
+        if (values[0] < 0).any() or (values[1] <= 0).any() or (values[2] <= 0).any():
+            raise ConfigError("AsinhNoise: sigma must be >= 0, softening and scale > 0")
+        self.spec = {k: [float(x) for x in np.broadcast_to(v, (n,))]
+                     for k, v in zip(("sigma", "softening", "scale"), values)}
+        for k, v in self.spec.items():
+            self.register_buffer(k, torch.tensor(v, dtype=torch.float32)[None, :, None, None], persistent=False)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        s, c = self.softening.to(y.dtype), self.scale.to(y.dtype)
+        x = s * torch.sinh(c * y)
+        return torch.asinh((x + self.sigma.to(y.dtype) * torch.randn_like(x)) / s) / c
+
+
 class ConditionalTask(GANTask):
     """SR-GAN (and pix2pix): the dataset holds pairs ``(input, target)``; the generator maps input -> target and the
-    discriminator gets the input as its condition (an unconditional discriminator ignores it)."""
+    discriminator gets the input as its condition (an unconditional discriminator ignores it).
+
+    ``observe`` (optional, e.g. :class:`AsinhNoise`): applied to the generator's output before the discriminator
+    sees it (not before the L1 term, which compares the noise-free output with the target)."""
 
     name = "conditional"
     paired = True
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, observe: nn.Module | None = None) -> None:
+        super().__init__(generator, discriminator)
+        self.observe = observe
+
+    def observed(self, fake: torch.Tensor) -> torch.Tensor:
+        if self.observe is None:
+            return fake
+        return self.observe.to(fake.device)(fake)
+
+    def fingerprint(self) -> dict[str, Any]:
+        out = super().fingerprint()
+        if self.observe is not None:  # only when on, so checkpoints written before the option still resume
+            out["observe"] = {"name": type(self.observe).__name__, **getattr(self.observe, "spec", {})}
+        return out
 
     def unpack(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
@@ -550,6 +608,7 @@ def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ck
     disc.to(device).train()
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+    ema = weight_average(gen, cfg.ema_decay) if cfg.ema_decay else None
     scaler_g = torch.amp.GradScaler(device.type, enabled=amp)
     scaler_d = torch.amp.GradScaler(device.type, enabled=amp)
 
@@ -561,6 +620,8 @@ def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ck
         disc.load_state_dict(state["discriminator"]["state_dict"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        if ema is not None:
+            ema.load_state_dict(state["generator_ema"])
         for scaler, key in ((scaler_g, "scaler_g"), (scaler_d, "scaler_d")):
             if amp and state.get(key):
                 scaler.load_state_dict(state[key])
@@ -603,6 +664,7 @@ def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ck
             "fingerprint": fingerprint, "config": dataclasses.asdict(cfg),
             "generator": {**architecture(gen), "state_dict": _state_dict_cpu(gen)},
             "discriminator": {**architecture(disc), "state_dict": _state_dict_cpu(disc)},
+            **({"generator_ema": _state_dict_cpu(ema)} if ema is not None else {}),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "scaler_g": scaler_g.state_dict(), "scaler_d": scaler_d.state_dict(),
             "epoch": epoch_done, "step_in_epoch": step, "global_step": global_step,
@@ -634,6 +696,8 @@ def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ck
         for batch in _iter_batches(ds, ddp.shard(batches[first:]), cfg, epoch, device):
             losses = _train_step(step_task, batch, opt_g, opt_d, scaler_g, scaler_d, bce, cfg.l1_weight, device,
                                  amp, d_params)
+            if ema is not None:
+                ema.update_parameters(gen)
             for k in _SUM_KEYS:
                 sums[k] += losses[k].detach().double()
             step_in_epoch += 1
@@ -683,10 +747,33 @@ def _run(task: GANTask, ds: Dataset, n: int, cfg: TrainConfig, out_dir: Path, ck
 
     gen_path = out_dir / GENERATOR_NAME
     if ddp.is_main:
-        save_generator(gen, gen_path, meta={"task": task.name, "epochs": len(history), "seed": cfg.seed,
-                                            "global_step": global_step})
+        save_generator(gen if ema is None else ema.module, gen_path,
+                       meta={"task": task.name, "epochs": len(history), "seed": cfg.seed, "global_step": global_step,
+                             "ema_decay": cfg.ema_decay})
     ddp.barrier()
     return result(True, gen_path)
+
+
+def weight_average(module: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``module``'s parameters and buffers (BatchNorm statistics too).
+
+    torch's ``AveragedModel`` with a warm-up: update t (from 0) moves the average by 1 - min(decay, (1 + t) /
+    (10 + t)) towards the current weights, so early updates follow the network closely and a short run is not
+    dragged towards its random initial weights.
+    """
+    decay = float(decay)
+
+    def ema(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        # called once per (device, dtype) group of tensors; integer buffers (BatchNorm's batch count) are copied
+        if not averaged[0].is_floating_point():
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+            return
+        weight = 1.0 - min(decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
+        for a, c in zip(averaged, current):
+            a.lerp_(c, weight)
+
+    return torch.optim.swa_utils.AveragedModel(module, multi_avg_fn=ema, use_buffers=True)
 
 
 def _sums_to_floats(sums: Mapping[str, torch.Tensor], seconds: float) -> dict[str, float]:
@@ -713,8 +800,9 @@ def _train_step(task: GANTask, batch: Any, opt_g: torch.optim.Optimizer, opt_d: 
     # --- discriminator: maximise log D(real) + log(1 - D(G(.)))
     with torch.autocast(device.type, enabled=amp):
         fake = gen(g_in)
+        shown = task.observed(fake)  # the same noisy view of G(.) for both steps
         d_real = task.discriminate(real, cond)
-        d_fake = task.discriminate(fake.detach(), cond)
+        d_fake = task.discriminate(shown.detach(), cond)
         loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
     opt_d.zero_grad(set_to_none=True)
     scaler_d.scale(loss_d).backward()
@@ -726,7 +814,7 @@ def _train_step(task: GANTask, batch: Any, opt_g: torch.optim.Optimizer, opt_d: 
         p.requires_grad_(False)
     try:
         with torch.autocast(device.type, enabled=amp):
-            d_gen = task.discriminate(fake, cond)
+            d_gen = task.discriminate(shown, cond)
             loss_adv = bce(d_gen, torch.ones_like(d_gen))
         if task.paired and l1_weight > 0:
             loss_l1 = F.l1_loss(fake.float(), real.float())
@@ -810,6 +898,7 @@ def generate(generator: nn.Module, inputs: Any, batch_size: int = 256,
 
 
 __all__ = [
+    "AsinhNoise",
     "CHECKPOINT_NAME",
     "GENERATOR_NAME",
     "LOSSES_CSV",

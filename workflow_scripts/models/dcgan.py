@@ -28,7 +28,8 @@ def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
     """DCGAN initialisation, applied recursively: conv / transposed-conv / linear weights ~ N(0, std), biases 0;
     normalisation layers (BatchNorm, InstanceNorm, GroupNorm with affine parameters) weight ~ N(1, std), bias 0.
 
-    Uses the global torch RNG (seed it first). Returns ``module`` for chaining.
+    Uses the global torch RNG (seed it first). Then every submodule with a ``reset_after_init()`` method gets it
+    called (e.g. a residual branch that must start at zero). Returns ``module`` for chaining.
     """
     conv_like = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
                  nn.Linear)
@@ -43,6 +44,10 @@ def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
                 nn.init.normal_(m.weight, 1.0, std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
+    for m in module.modules():
+        hook = getattr(m, "reset_after_init", None)
+        if callable(hook):
+            hook()
     return module
 
 

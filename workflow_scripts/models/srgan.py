@@ -91,13 +91,18 @@ class SRGenerator(nn.Module):
     image and learns only the detail on top, which takes far fewer steps than drawing every galaxy from scratch.
     """
 
-    def __init__(self, channels: int = 1, base: int = 64, upsample: str = "transposed", skip: bool = False) -> None:
+    def __init__(self, channels: int = 1, base: int = 64, upsample: str = "transposed", skip: bool = False,
+                 zero_residual: bool = False) -> None:
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         self.arch: dict[str, Any] = {"channels": int(channels), "base": int(base), "upsample": upsample}
         if skip:  # recorded only when on, so generators written before the option still load
             self.arch["skip"] = True
+        if zero_residual:
+            if not skip:
+                raise ValueError("zero_residual needs skip=True (it zeroes the learnt branch beside the skip path)")
+            self.arch["zero_residual"] = True
         c, b = int(channels), int(base)
         up: nn.Module = (nn.ConvTranspose2d(2 * b, b, 6, 3, 1, bias=False) if upsample == "transposed"
                          else ResizeConv(2 * b, b, SR_FACTOR))
@@ -116,6 +121,15 @@ class SRGenerator(nn.Module):
             nn.Conv2d(b, c, 3, 1, 1, bias=True),
         )
         self.skip = UpsampleSkip(c, SR_FACTOR) if skip else None
+
+    def reset_after_init(self) -> None:
+        """With ``zero_residual``: the learnt branch's last convolution starts at zero (weights and bias), so the
+        untrained generator is exactly the upsampled input and no initial texture has to be trained away."""
+        if self.arch.get("zero_residual"):
+            last = self.net[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        return None
 
     def forward(self, lowres: torch.Tensor) -> torch.Tensor:
         out = self.net(lowres)

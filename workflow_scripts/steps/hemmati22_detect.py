@@ -12,11 +12,18 @@ import pandas as pd
 
 from workflow_scripts.blends import read_blends
 from workflow_scripts.cutouts import read_cutouts
-from workflow_scripts.deblend import BLEND_PARAMETERS, detect, lowres_psf, search_radius_arcsec, study_bands
+from workflow_scripts.deblend import (BLEND_PARAMETERS, detect, detection_stack, filtered_snr, lowres_psf,
+                                     search_radius_arcsec, study_bands)
 from workflow_scripts.io import atomic_path
 from workflow_scripts.psf import read_psf
 from workflow_scripts.steps._common import run
 from workflow_scripts.surveys import get_survey
+
+
+def hi_noise(image: tuple) -> Any:
+    """Filtered noise sigma per stamp of a hi-res entry of ``images`` (cube, grid, zeropoints, PSFs, scale)."""
+    cube, _, zps, psfs, _ = image
+    return filtered_snr(*detection_stack(cube, zps, psfs))[1]
 
 
 def main(snakemake: Any, log: Any) -> None:
@@ -40,9 +47,10 @@ def main(snakemake: Any, log: Any) -> None:
         truth = hi.truth
         table = truth[[c for c in truth.columns if c in ("blend_id", "iso_id", *BLEND_PARAMETERS, "dmag",
                                                           "separation_arcsec")]].copy()
-        images = {}
+        images, method_bands = {}, {}
         for suffix, which in (("", "one"), ("7", "all")):
             bands = study_bands(survey, study, which)
+            method_bands[f"hi{suffix}"] = tuple(bands)
             idx = [hi.bands.index(b) for b in bands]
             zps = [hi.zeropoints[i] for i in idx]
             images[f"hi{suffix}"] = (hi.cube[:, idx], "hires", zps, [psfs[b] for b in bands], survey.pixel_scale)
@@ -50,10 +58,18 @@ def main(snakemake: Any, log: Any) -> None:
         for model, path in zip(gan_models, gan_paths):
             gan = read_cutouts(path)
             images[model] = (gan.cube, "hires", gan.zeropoints, [psfs[b] for b in gan.bands], survey.pixel_scale)
+            method_bands[model] = tuple(gan.bands)
+        floors = {}  # filtered hi-res noise per stamp, by band set: the floor of GAN images of those bands
+        if det.get("gan_noise_floor", True):
+            floors = {method_bands[m]: hi_noise(images[m]) for m in ("hi", "hi7")}
         for method, (cube, grid, zps, method_psfs, scale) in images.items():
+            floor = floors.get(method_bands[method]) if method in gan_models else None
+            if method in gan_models and floors and floor is None:
+                log.warning("%s: no hi-res images of bands %s, so no noise floor", method, method_bands[method])
             result, peaks = detect(cube, truth, kind=kind, grid=grid, zeropoints=zps, psfs=method_psfs,
                                    threshold_sigma=det["threshold_sigma"], min_prominence=det["min_prominence_sigma"],
-                                   radius_px=det["match_radius_arcsec"] / scale, search_radius_px=search / scale)
+                                   radius_px=det["match_radius_arcsec"] / scale, search_radius_px=search / scale,
+                                   noise_floor=floor)
             peak_rows += [pd.DataFrame({"sample": sample, "method": method, "index": i, "x": p[:, 0], "y": p[:, 1]})
                           for i, p in enumerate(peaks) if len(p)]
             table[f"outcome_{method}"] = result["outcome"].to_numpy()
