@@ -129,7 +129,6 @@ class SRGenerator(nn.Module):
             last = self.net[-1]
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-        return None
 
     def forward(self, lowres: torch.Tensor) -> torch.Tensor:
         out = self.net(lowres)
