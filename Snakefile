@@ -12,7 +12,7 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)  # the library, also when the package is not pip-installed
 
-from workflow_scripts.config import validate_config
+from workflow_scripts.config import enabled_studies, validate_config
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.surveys import surveys_from_config
 
@@ -34,12 +34,16 @@ BENCH = "results/benchmarks"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
-include: "rules/deblend.smk"
-include: "rules/photometry.smk"
+STUDIES = enabled_studies(config)  # `studies:` in config.yaml; each has rules/{study}.smk and a {study}_all rule
+
+
+for _study in STUDIES:
+
+    include: f"rules/{_study}.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.data_all.input,
-        rules.hemmati22_all.input,
+        [getattr(rules, f"{s}_all").input for s in STUDIES],

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workflow_scripts.degrade import rebin_flux, target_psf_image
-from workflow_scripts.deblend import detect
+from workflow_scripts.imaging.degrade import rebin_flux, target_psf_image
+from workflow_scripts.studies.hemmati22.detect import detect
 from workflow_scripts.models import SRDiscriminator, SRGenerator
-from workflow_scripts.training import ConditionalTask, TrainConfig, generate, train
+from workflow_scripts.train.loop import ConditionalTask, TrainConfig, generate, train
 
 
 def blobs(n: int, size: int, rng: np.random.Generator, sigma_px: float) -> tuple[np.ndarray, np.ndarray]:

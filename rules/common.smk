@@ -13,6 +13,11 @@ def rms_file(survey, field, band):
     return str(boundary.rms_path(DATA, survey, field, band))
 
 
+def psf_file(survey, field, band, ext="fits"):
+    """The empirical PSF of one band, as the psf step writes it: .fits image or .json summary."""
+    return f"results/data/{survey}/{field}/psf/{band}.{ext}"
+
+
 def catalog_file(survey, field):
     return str(boundary.catalog_path(DATA, survey, field))
 
@@ -38,15 +43,13 @@ def overview_inputs(w):
     s = SURVEYS[w.survey]
     inputs = {
         "images": [band_file(s.name, w.field, b) for b in s.bands],
-        "psfs": [f"results/data/{s.name}/{w.field}/psf/{b}.fits" for b in s.bands],
+        "psfs": [psf_file(s.name, w.field, b) for b in s.bands],
     }
     if s.catalog:
         inputs["catalog"] = catalog_file(s.name, w.field)
     return inputs
 
 
-
-
-def h22(*keys):
-    """The slice of the Hemmati+22 study's config a rule uses, passed as params so that changing it reruns it."""
-    return {k: config["hemmati22"][k] for k in keys}
+def config_slice(block, *keys):
+    """The keys of one config block that a rule uses, passed as params so that changing them reruns it."""
+    return {k: config[block][k] for k in keys}

@@ -39,7 +39,7 @@ rule download:
     conda:
         "../envs/data.yaml"
     script:
-        "../workflow_scripts/steps/download.py"
+        "../workflow_scripts/steps/data/download.py"
 
 
 for _s in DATA_SURVEYS.values():
@@ -75,7 +75,7 @@ for _s in DATA_SURVEYS.values():
             conda:
                 "../envs/data.yaml"
             script:
-                "../workflow_scripts/steps/simulate_field.py"
+                "../workflow_scripts/steps/data/simulate.py"
 
     elif _s.source == "download":
 
@@ -114,7 +114,7 @@ for _s in DATA_SURVEYS.values():
             conda:
                 "../envs/data.yaml"
             script:
-                "../workflow_scripts/steps/normalise.py"
+                "../workflow_scripts/steps/data/normalise.py"
 
 
 rule psf:
@@ -123,8 +123,8 @@ rule psf:
         image=band_file("{survey}", "{field}", "{band}"),
         rms=rms_file("{survey}", "{field}", "{band}"),
     output:
-        fits="results/data/{survey}/{field}/psf/{band}.fits",
-        json="results/data/{survey}/{field}/psf/{band}.json",
+        fits=psf_file("{survey}", "{field}", "{band}"),
+        json=psf_file("{survey}", "{field}", "{band}", "json"),
     params:
         psf=config["psf"],
     log:
@@ -138,7 +138,7 @@ rule psf:
     conda:
         "../envs/data.yaml"
     script:
-        "../workflow_scripts/steps/psf.py"
+        "../workflow_scripts/steps/data/psf.py"
 
 
 rule overview:
@@ -158,7 +158,7 @@ rule overview:
     conda:
         "../envs/figures.yaml"
     script:
-        "../workflow_scripts/steps/overview.py"
+        "../workflow_scripts/steps/data/overview.py"
 
 
 rule data_all:
@@ -170,7 +170,7 @@ rule data_all:
             for f in s.fields
         ],
         [
-            f"results/data/{s.name}/{f}/psf/{b}.json"
+            psf_file(s.name, f, b, "json")
             for s in DATA_SURVEYS.values()
             for f in s.fields
             for b in s.bands

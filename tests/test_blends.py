@@ -1,4 +1,4 @@
-"""Blends and the isolated control sample (workflow_scripts.blends) against GalSim galaxies of known geometry.
+"""Blends and the isolated control sample (workflow_scripts.studies.hemmati22.blends) against GalSim galaxies of known geometry.
 
 Cutouts hold one PSF-convolved GalSim galaxy each, at a known sub-pixel position (xc, yc) near the centre, with a
 known flux and orientation; a second band is the first times 0.5 (so every band must get the same transform).
@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import blends as B
-from workflow_scripts.cutouts import CutoutSet
-from workflow_scripts.degrade import RebinGeometry, lowres_to_hires
+from workflow_scripts.studies.hemmati22 import blends as B
+from workflow_scripts.imaging.stamps import CutoutSet
+from workflow_scripts.imaging.degrade import RebinGeometry, lowres_to_hires
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.io import provenance, read_provenance
 

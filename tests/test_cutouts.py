@@ -1,4 +1,4 @@
-"""Selection, split, cutouts and asinh scaling (workflow_scripts.cutouts) against known truth.
+"""Selection, split, cutouts and asinh scaling (imaging.stamps, imaging.scaling, studies.hemmati22.selection) against known truth.
 
 A two-band mosaic with a celestial WCS holds GalSim point sources at known sub-pixel positions (their RA/Dec
 from the WCS); some sit near the edges, one next to a NaN hole and one in a no-coverage (zero) patch.
@@ -13,7 +13,8 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from workflow_scripts import cutouts as C
+from workflow_scripts.imaging import scaling as scaling_mod, stamps
+from workflow_scripts.studies.hemmati22 import selection
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.io import Mosaic, provenance, read_provenance
 
@@ -84,19 +85,19 @@ def test_select_galaxies_applies_the_paper_cuts():
         "mag_F160W": [24.0, 20.0, 25.0, 25.5, 23.0, 22.0, np.nan, 24.99],
         "z": [1.0, 0.0, 1.0, 1.0, 5.2, 1.0, 1.0, 4.99],
     })
-    out = C.select_galaxies(cat)
+    out = selection.select_galaxies(cat)
     assert out["id"].tolist() == [1, 8]  # star, mag >= 25, z >= 5, NaN ra, NaN mag are out
     assert out.index.tolist() == [0, 1]
-    assert C.select_galaxies(cat, mag_max=26.0, z_max=6.0)["id"].tolist() == [1, 3, 4, 5, 8]
+    assert selection.select_galaxies(cat, mag_max=26.0, z_max=6.0)["id"].tolist() == [1, 3, 4, 5, 8]
 
 
 def test_select_galaxies_errors():
     with pytest.raises(PipelineError, match="empty"):
-        C.select_galaxies(pd.DataFrame(columns=["id", "ra", "dec", "star", "z", "mag_F160W"]))
+        selection.select_galaxies(pd.DataFrame(columns=["id", "ra", "dec", "star", "z", "mag_F160W"]))
     with pytest.raises(PipelineError, match="lacks columns mag_F160W"):
-        C.select_galaxies(pd.DataFrame({"id": [1], "ra": [1.0], "dec": [1.0], "star": [False], "z": [1.0]}))
+        selection.select_galaxies(pd.DataFrame({"id": [1], "ra": [1.0], "dec": [1.0], "star": [False], "z": [1.0]}))
     with pytest.raises(PipelineError, match="no galaxy passes"):
-        C.select_galaxies(pd.DataFrame({"id": [1], "ra": [1.0], "dec": [1.0], "star": [True], "z": [1.0],
+        selection.select_galaxies(pd.DataFrame({"id": [1], "ra": [1.0], "dec": [1.0], "star": [True], "z": [1.0],
                                         "mag_F160W": [20.0]}))
 
 
@@ -104,9 +105,9 @@ def test_split_by_declination_is_disjoint_with_a_gap():
     rng = np.random.default_rng(1)
     n = 3000
     cat = pd.DataFrame({"id": np.arange(n), "ra": rng.uniform(53.0, 53.2, n), "dec": rng.uniform(-27.9, -27.7, n)})
-    gap = C.cutout_gap_arcsec(SIZE, SCALE)
+    gap = selection.cutout_gap_arcsec(SIZE, SCALE)
     assert gap == pytest.approx(SIZE * SCALE)
-    train, blend = C.split_by_declination(cat, 0.8, gap)
+    train, blend = selection.split_by_declination(cat, 0.8, gap)
     assert set(train["id"]).isdisjoint(blend["id"])
     assert (blend["dec"].min() - train["dec"].max()) * 3600 >= gap
     assert len(train) / (len(train) + len(blend)) == pytest.approx(0.8, abs=0.02)
@@ -115,16 +116,16 @@ def test_split_by_declination_is_disjoint_with_a_gap():
     half = 0.5 * SIZE * SCALE / 3600
     assert (train["dec"] + half).max() <= (blend["dec"] - half).min()
     # a mosaic rotated by 45 deg needs sqrt(2) more
-    assert C.cutout_gap_arcsec(SIZE, SCALE, make_wcs(rotation_deg=45)) == pytest.approx(SIZE * SCALE * np.sqrt(2))
+    assert selection.cutout_gap_arcsec(SIZE, SCALE, make_wcs(rotation_deg=45)) == pytest.approx(SIZE * SCALE * np.sqrt(2))
     with pytest.raises(PipelineError, match="train_fraction"):
-        C.split_by_declination(cat, 1.0, gap)
+        selection.split_by_declination(cat, 1.0, gap)
     with pytest.raises(PipelineError, match="empty"):
-        C.split_by_declination(cat.iloc[:2], 0.5, 3600.0)
+        selection.split_by_declination(cat.iloc[:2], 0.5, 3600.0)
 
 
 # ------------------------------------------------------------------------------------------------ cutouts
 def test_cutouts_are_placed_by_the_wcs(field):
-    cs = C.extract_cutouts(field["mosaics"], field["catalog"], SIZE, progress=False)
+    cs = stamps.extract_cutouts(field["mosaics"], field["catalog"], SIZE, progress=False)
     assert cs.bands == ["F775W", "F850LP"] and cs.cube.shape == (field["n_good"], 2, SIZE, SIZE)
     assert cs.cube.dtype == np.float32 and cs.zeropoints == [25.678, 24.867]
     assert cs.pixel_scale == pytest.approx(SCALE)
@@ -132,8 +133,8 @@ def test_cutouts_are_placed_by_the_wcs(field):
                           "n_nan": 1, "n_nodata": 1}
     assert sorted(cs.rejected["id"]) == sorted(field["ids_edge"] + [field["id_nan"], field["id_zero"]])
     flags = dict(zip(cs.rejected["id"], cs.rejected["flag"]))
-    assert flags[field["id_nan"]] == C.FLAG_NAN and flags[field["id_zero"]] == C.FLAG_NODATA
-    assert all(flags[i] == C.FLAG_EDGE for i in field["ids_edge"])
+    assert flags[field["id_nan"]] == stamps.FLAG_NAN and flags[field["id_zero"]] == stamps.FLAG_NODATA
+    assert all(flags[i] == stamps.FLAG_EDGE for i in field["ids_edge"])
     yy, xx = np.mgrid[:SIZE, :SIZE]
     centre = (SIZE - 1) / 2
     for k, row in cs.table.iterrows():
@@ -153,18 +154,18 @@ def test_cutouts_are_placed_by_the_wcs(field):
 
 
 def test_cutout_origin_convention():
-    x0, y0 = C.cutout_origin([31.5, 31.99, 32.01, 100.0], [31.5, 31.49, 31.51, 0.2], 64)
+    x0, y0 = stamps.cutout_origin([31.5, 31.99, 32.01, 100.0], [31.5, 31.49, 31.51, 0.2], 64)
     assert x0.tolist() == [0, 0, 1, 69] and y0.tolist() == [0, 0, 0, -31]
-    x0, _ = C.cutout_origin([10.4, 10.6], [0, 0], 5)  # odd size: centred on the rounded pixel
+    x0, _ = stamps.cutout_origin([10.4, 10.6], [0, 0], 5)  # odd size: centred on the rounded pixel
     assert x0.tolist() == [8, 9]
 
 
 def test_cutouts_round_trip(field, tmp_path):
-    cs = C.extract_cutouts(field["mosaics"], field["catalog"], SIZE, progress=False)
+    cs = stamps.extract_cutouts(field["mosaics"], field["catalog"], SIZE, progress=False)
     path = tmp_path / "cutouts" / "blend.fits"
-    C.write_cutouts(path, cs, PROV)
+    stamps.write_cutouts(path, cs, PROV)
     assert [p.name for p in path.parent.iterdir()] == ["blend.fits"]  # atomic: no temporary left behind
-    back = C.read_cutouts(path)
+    back = stamps.read_cutouts(path)
     np.testing.assert_array_equal(back.cube, cs.cube)
     assert back.bands == cs.bands and back.zeropoints == cs.zeropoints and back.summary == cs.summary
     assert back.pixel_scale == pytest.approx(cs.pixel_scale) and back.bunit == "electrons/s"
@@ -172,23 +173,23 @@ def test_cutouts_round_trip(field, tmp_path):
     assert sorted(back.rejected["id"]) == sorted(cs.rejected["id"])
     assert read_provenance(path)["config_hash"] == "cafe01" and read_provenance(path)["seed"] == 11
     with pytest.raises(PipelineError, match="not found"):
-        C.read_cutouts(tmp_path / "missing.fits")
+        stamps.read_cutouts(tmp_path / "missing.fits")
     (tmp_path / "junk.fits").write_text("not fits")
     with pytest.raises(PipelineError, match="not a readable"):
-        C.read_cutouts(tmp_path / "junk.fits")
+        stamps.read_cutouts(tmp_path / "junk.fits")
 
 
 def test_cutout_errors(field):
     mos, cat = field["mosaics"], field["catalog"]
     with pytest.raises(PipelineError, match="empty"):
-        C.extract_cutouts(mos, cat.iloc[:0], SIZE)
+        stamps.extract_cutouts(mos, cat.iloc[:0], SIZE)
     with pytest.raises(PipelineError, match="larger than the mosaic"):
-        C.extract_cutouts(mos, cat, NPIX + 1)
+        stamps.extract_cutouts(mos, cat, NPIX + 1)
     with pytest.raises(PipelineError, match="no mosaic"):
-        C.extract_cutouts({}, cat, SIZE)
+        stamps.extract_cutouts({}, cat, SIZE)
     other = mosaic(mos["F775W"].data, "F160W", 25.9, make_wcs(rotation_deg=0.5))
     with pytest.raises(PipelineError, match="one pixel grid"):
-        C.extract_cutouts({"F775W": mos["F775W"], "F160W": other}, cat, SIZE)
+        stamps.extract_cutouts({"F775W": mos["F775W"], "F160W": other}, cat, SIZE)
 
 
 # ---------------------------------------------------------------------------------------------- scaling
@@ -199,11 +200,11 @@ def test_asinh_scaling_is_invertible_and_monotonic():
     yy, xx = np.mgrid[:32, :32]
     cube[:, :, :, :] += 5.0 * np.exp(-((xx - 16) ** 2 + (yy - 16) ** 2) / 8.0)
     cube[:, 1] *= 10.0
-    scaling = C.AsinhScaling.fit(cube.astype(np.float32))
+    scaling = scaling_mod.AsinhScaling.fit(cube.astype(np.float32))
     soft = np.asarray(scaling.softening)
     assert soft.shape == (2,)
-    assert soft[0] == pytest.approx(C.SOFTENING_NSIGMA * sigma, rel=0.05)     # from the noise level
-    assert soft[1] == pytest.approx(C.SOFTENING_NSIGMA * 10 * sigma, rel=0.05)
+    assert soft[0] == pytest.approx(scaling_mod.SOFTENING_NSIGMA * sigma, rel=0.05)     # from the noise level
+    assert soft[1] == pytest.approx(scaling_mod.SOFTENING_NSIGMA * 10 * sigma, rel=0.05)
     for dtype in (np.float64, np.float32):
         x = cube.astype(dtype)
         y = scaling.forward(x)
@@ -212,14 +213,14 @@ def test_asinh_scaling_is_invertible_and_monotonic():
         back = scaling.inverse(y)
         np.testing.assert_allclose(back, x, rtol=1e-5, atol=1e-5 * soft.min())
     # strictly increasing and odd
-    single = C.AsinhScaling(0.03, 5.0)
+    single = scaling_mod.AsinhScaling(0.03, 5.0)
     grid = np.linspace(-10, 1000, 100001)
     assert (np.diff(single.forward(grid)) > 0).all()
     np.testing.assert_allclose(single.forward(-grid), -single.forward(grid))
     np.testing.assert_allclose(single.inverse(single.forward(grid)), grid, rtol=1e-10, atol=1e-12)
-    assert C.AsinhScaling.from_dict(scaling.to_dict()) == scaling
-    assert C.AsinhScaling.from_dict(single.to_dict()) == single
+    assert scaling_mod.AsinhScaling.from_dict(scaling.to_dict()) == scaling
+    assert scaling_mod.AsinhScaling.from_dict(single.to_dict()) == single
     with pytest.raises(PipelineError, match="> 0"):
-        C.AsinhScaling(0.0, 1.0)
+        scaling_mod.AsinhScaling(0.0, 1.0)
     with pytest.raises(PipelineError, match="NaN"):
-        C.AsinhScaling.fit(np.full((2, 1, 4, 4), np.nan))
+        scaling_mod.AsinhScaling.fit(np.full((2, 1, 4, 4), np.nan))

@@ -1,4 +1,4 @@
-"""The deblending study's glue (workflow_scripts.deblend) against known truth."""
+"""The deblending study's glue (workflow_scripts.studies.hemmati22) against known truth."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts.deblend import (augment, detect, detection_stack, dihedral, filtered_snr, isolated_only,
-                                      prominent, search_radius_arcsec, showcase_blends)
+from workflow_scripts.studies.hemmati22.gans import augment, dihedral
+from workflow_scripts.studies.hemmati22.detect import detect, search_radius_arcsec
+from workflow_scripts.detection.peaks import detection_stack, filtered_snr
+from workflow_scripts.studies.hemmati22.selection import isolated_only
+from workflow_scripts.detection.prominence import prominent
+from workflow_scripts.studies.hemmati22.metrics import showcase_blends
 from workflow_scripts.detection import find_peaks
 
 SCALE = 0.06

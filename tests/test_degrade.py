@@ -1,9 +1,9 @@
-"""Degradation to HSC quality (workflow_scripts.degrade) against known truth drawn with GalSim.
+"""Degradation to HSC quality (workflow_scripts.imaging.degrade) against known truth drawn with GalSim.
 
 Stars and galaxies of known flux are drawn on the 0.06"/px grid with a known Moffat PSF (FWHM 0.09"); the PSF
 itself (pixel-integrated, 25 x 25, sum 1) plays the measured survey PSF. The degraded images are compared with the
 same sources drawn directly by GalSim on the 0.18"/px grid with the 0.6" target PSF, measured the same way
-(circular Moffat fit, workflow_scripts.psf.measure_fwhm).
+(circular Moffat fit, workflow_scripts.data.psf.measure_fwhm).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import galsim
 import numpy as np
 import pytest
 
-from workflow_scripts import degrade as D
+from workflow_scripts.imaging import degrade as D
 from workflow_scripts.config import load_config
 from workflow_scripts.errors import PipelineError
-from workflow_scripts.psf import measure_fwhm
+from workflow_scripts.data.psf import measure_fwhm
 from workflow_scripts.surveys import get_survey
 
 HIRES = 0.06            # arcsec / px, GOODS-S HLF mosaics

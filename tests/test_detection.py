@@ -2,8 +2,8 @@
 
 Galaxies are GalSim exponential profiles convolved with a Moffat PSF (0.09" FWHM, beta 3) drawn at 0.06"/px on
 64 x 64 stamps at known sub-pixel positions; the low-res versions are convolved to a 0.6" Moffat and rebinned
-3 x 3 -> 21 x 21 with :func:`workflow_scripts.degrade.rebin_flux`, whose positions follow
-:class:`workflow_scripts.degrade.RebinGeometry` (the truth columns xlo_* of the blends).
+3 x 3 -> 21 x 21 with :func:`workflow_scripts.imaging.degrade.rebin_flux`, whose positions follow
+:class:`workflow_scripts.imaging.degrade.RebinGeometry` (the truth columns xlo_* of the blends).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from scipy.signal import fftconvolve
 from scipy.stats import norm
 
 from workflow_scripts import detection as D
-from workflow_scripts.degrade import RebinGeometry, rebin_flux, target_psf_image
+from workflow_scripts.imaging.degrade import RebinGeometry, rebin_flux, target_psf_image
 from workflow_scripts.errors import PipelineError
 
 SCALE = 0.06

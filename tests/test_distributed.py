@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 import torch
 
-from workflow_scripts import distributed
+from workflow_scripts.train import distributed
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.models import SRGenerator
-from workflow_scripts.training import CHECKPOINT_NAME, GENERATOR_NAME, PREEMPTED_EXIT_CODE, generate, load_generator
+from workflow_scripts.train.loop import CHECKPOINT_NAME, GENERATOR_NAME, PREEMPTED_EXIT_CODE, generate, load_generator
 
 from .conftest import REPO, run_snakemake
 
@@ -39,9 +39,9 @@ WORKER = textwrap.dedent("""
     import hashlib, json, sys
     import torch
     import torch.nn.functional as F
-    from workflow_scripts import distributed
+    from workflow_scripts.train import distributed
     from workflow_scripts.models import SRDiscriminator, SRGenerator
-    from workflow_scripts.training import ConditionalTask, TrainConfig, train
+    from workflow_scripts.train.loop import ConditionalTask, TrainConfig, train
 
     out, epochs, report = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     ctx = distributed.init_from_env("cpu")
@@ -69,7 +69,7 @@ WORKER = textwrap.dedent("""
 #: the launcher, as a rule adapter uses it: torchrun with N workers, signals forwarded
 LAUNCHER = textwrap.dedent("""
     import sys
-    from workflow_scripts import distributed
+    from workflow_scripts.train import distributed
     nproc, script, *args = sys.argv[1:]
     sys.exit(distributed.launch(int(nproc), script, args))
 """)

@@ -19,8 +19,8 @@ from astropy.wcs import WCS
 from snakemake.iocontainers import Namedlist
 
 from tests.httpserver import LoopbackServer, closed_port_url
-from workflow_scripts.download import (_record_lock, VerificationError, check_fits, fetch, read_lock, sha256_file,
-                                       verify_existing)
+from workflow_scripts.data.download import (_record_lock, VerificationError, check_fits, fetch, read_lock,
+                                            sha256_file, verify_existing)
 from workflow_scripts.errors import DownloadError
 
 pytestmark = pytest.mark.timeout(30)
@@ -184,7 +184,7 @@ def test_server_errors_beyond_the_retries_fail(server, tmp_path, lock):
 
 def test_backoff_doubles(server, tmp_path, lock, monkeypatch):
     delays: list[float] = []
-    monkeypatch.setattr("workflow_scripts.download.time.sleep", delays.append)
+    monkeypatch.setattr("workflow_scripts.data.download.time.sleep", delays.append)
     server.add("/a.fits", fits_bytes(), fail_first=3)
     fetch(server.url("/a.fits"), tmp_path / "a.fits", lock_file=lock, **{**FAST, "backoff_s": 0.5})
     assert delays == [0.5, 1.0, 2.0]
@@ -299,7 +299,7 @@ def test_parallel_lock_updates_keep_every_entry(tmp_path, lock):
 
 
 def test_download_step_adapter(server, tmp_path):
-    from workflow_scripts.steps.download import main
+    from workflow_scripts.steps.data.download import main
 
     body = fits_bytes()
     server.add("/a.fits", body, cut_after={0: 3000})
@@ -315,8 +315,11 @@ def test_download_step_adapter(server, tmp_path):
     assert "a.fits" in read_lock(tmp_path / "lock.json")
 
 
-@pytest.mark.parametrize("script", ["download.py", "normalise.py"])
+STEPS = Path(__file__).resolve().parents[1] / "workflow_scripts" / "steps"
+
+
+@pytest.mark.parametrize("script", sorted(str(p.relative_to(STEPS)) for p in STEPS.glob("*/*.py")
+                                          if not p.name.startswith("_")))
 def test_step_scripts_survive_snakemakes_script_preamble(script):
     """Snakemake prepends code to `script:` files, so a `from __future__` import there is a SyntaxError."""
-    source = (Path(__file__).resolve().parents[1] / "workflow_scripts" / "steps" / script).read_text()
-    compile("import sys\n" + source, script, "exec")
+    compile("import sys\n" + (STEPS / script).read_text(), script, "exec")

@@ -1,4 +1,4 @@
-"""Figures of the deblending study (workflow_scripts.figures.hemmati22) on synthetic Gaussian blobs and tables."""
+"""Figures of the deblending study (workflow_scripts.studies.hemmati22.figures) on synthetic Gaussian blobs and tables."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts.figures import hemmati22 as h22
-from workflow_scripts.figures.hemmati22 import FigureError
+from workflow_scripts.studies.hemmati22 import figures as h22
+from workflow_scripts.studies.hemmati22.figures import FigureError
 
 N_HI, N_LO, FACTOR = 64, 21, 3
 S_HI, S_LO = 0.06, 0.18
@@ -20,7 +20,7 @@ BANDS = ["F435W", "F606W", "F775W", "F814W", "F850LP", "F125W", "F160W"]
 
 # ------------------------------------------------------------------------------------------ synthetic data
 def to_low(xy: np.ndarray) -> np.ndarray:
-    """High-res pixel -> low-res pixel coordinates (grids share their centre, as in workflow_scripts.degrade)."""
+    """High-res pixel -> low-res pixel coordinates (grids share their centre, as in workflow_scripts.imaging.degrade)."""
     return (np.asarray(xy, dtype=float) - (N_HI - 1) / 2) / FACTOR + (N_LO - 1) / 2
 
 

@@ -18,8 +18,8 @@ from snakemake.iocontainers import Namedlist
 from workflow_scripts import io
 from workflow_scripts.config import load_config
 from workflow_scripts.errors import BoundaryError
-from workflow_scripts.normalise import (build_catalog, estimate_rms_map, hst_zeropoint, normalise_band,
-                                        normalise_catalog, normalise_hst_sci, normalise_jwst_i2d)
+from workflow_scripts.data.normalise import (build_catalog, estimate_rms_map, hst_zeropoint, normalise_band,
+                                             normalise_catalog, normalise_hst_sci, normalise_jwst_i2d)
 from workflow_scripts.surveys import get_survey
 
 pytestmark = pytest.mark.timeout(60)
@@ -283,7 +283,7 @@ def test_catalog_without_class_star_is_a_clear_error(tmp_path, config):
 
 # ---------------------------------------------------------------------------------------------- adapter
 def test_normalise_step_adapter(tmp_path, config):
-    from workflow_scripts.steps.normalise import main
+    from workflow_scripts.steps.data.normalise import main
 
     raw = tmp_path / "raw"
     raw.mkdir()

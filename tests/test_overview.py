@@ -1,4 +1,4 @@
-"""The data overview figure (workflow_scripts.figures.overview) and its rule script, on a small GalSim field."""
+"""The data overview figure (workflow_scripts.plotting.overview) and its rule script, on a small GalSim field."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from astropy.wcs import WCS
 
-from workflow_scripts.figures.overview import FigureError, bin_mosaic, plot_field_overview
+from workflow_scripts.plotting.overview import FigureError, bin_mosaic, plot_field_overview
 from workflow_scripts.io import Mosaic, provenance, write_catalog, write_mosaic
-from workflow_scripts.psf import EPSFResult, write_psf
+from workflow_scripts.data.psf import EPSFResult, write_psf
 from workflow_scripts.surveys import get_survey
 
 BANDS = ["F435W", "F775W", "F160W"]  # blue, green, red of the goodss survey
@@ -123,7 +123,7 @@ def test_bin_mosaic_keeps_flux_scale_and_wcs(field):
 
 def test_step_adapter(field, tmp_path):
     """steps/overview.py main() on boundary files written by io and the PSF files written by psf.write_psf."""
-    from workflow_scripts.steps import overview as step
+    from workflow_scripts.steps.data import overview as step
 
     prov = provenance("x", 1, "embedded")
     images, psf_files = [], []

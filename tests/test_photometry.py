@@ -25,8 +25,8 @@ from workflow_scripts.photometry import (FLAG_BAD_POSITION, FLAG_NO_DATA, FLAG_N
                                          resolve_engine_name)
 from workflow_scripts.photometry import mixtures
 from workflow_scripts.photometry.mixtures import galaxy_mixture, render_mixture, sersic_equivalent
-from workflow_scripts.photometry.study import (blend_photometry, delta_stats, dominant_source, gp_curves,
-                                               noise_sigma, photometry_summary, positions_from_peaks)
+from workflow_scripts.studies.hemmati22.photometry import (blend_photometry, delta_stats, dominant_source, gp_curves,
+                                                           noise_sigma, photometry_summary, positions_from_peaks)
 
 LOWRES_FWHM = 0.6 / 0.18   # HSC-like PSF in low-res pixels (the study's photometry images)
 HIRES_FWHM = 1.5           # HST-like PSF in hi-res pixels (undersampled: fitted on the oversampled ePSF)
@@ -390,7 +390,7 @@ def test_positions_from_peaks_maps_gan_peaks_to_lowres_pixels():
                           "index": [0, 1, 1, 0], "x": [10.0, 31.5, 43.5, 1.0], "y": [10.0, 31.5, 22.5, 1.0]})
     lo = positions_from_peaks(peaks, "lo", 3)
     assert [len(p) for p in lo] == [1, 0, 0]
-    from workflow_scripts.degrade import RebinGeometry
+    from workflow_scripts.imaging.degrade import RebinGeometry
     gan = positions_from_peaks(peaks, "srgan1", 3, to_low=RebinGeometry(64, 21, 3.0).to_low)
     np.testing.assert_allclose(gan[1], [[10.0, 10.0], [14.0, 7.0]])
 
@@ -439,7 +439,7 @@ def test_gp_regression_follows_a_trend_with_predictive_bands():
 
 
 def test_fig7_is_drawn(tmp_path):
-    from workflow_scripts.figures.hemmati22_photometry import fig7_photometry
+    from workflow_scripts.studies.hemmati22.figures_photometry import fig7_photometry
 
     rng = np.random.default_rng(15)
     doms, curves = {}, []

@@ -1,4 +1,4 @@
-"""Empirical PSF from stars (workflow_scripts.psf) against GalSim star fields with a known PSF.
+"""Empirical PSF from stars (workflow_scripts.data.psf) against GalSim star fields with a known PSF.
 
 Each field holds stars at random sub-pixel positions drawn with a known Moffat(beta=3) PSF, a few bright extended
 galaxies (round and elongated) that must not be taken for stars, and Gaussian noise. The estimated FWHM is compared
@@ -19,7 +19,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
-from workflow_scripts import psf as P
+from workflow_scripts.data import psf as P
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.io import Mosaic, provenance, read_provenance, write_mosaic
 
@@ -222,7 +222,7 @@ def test_write_and_read_psf(tmp_path):
 
 def test_step_adapter(tmp_path, config):
     """steps/psf.py main() on a boundary mosaic written by io.write_mosaic (goodss F775W: 0.06"/px, 0.09")."""
-    from workflow_scripts.steps import psf as step
+    from workflow_scripts.steps.data import psf as step
 
     mosaic, _, _ = star_field(**CASES["acs_undersampled"], npix=512, n_stars=25, n_gal=3, seed=5)
     image = tmp_path / "goodss" / "goodss" / "F775W.fits"

@@ -16,14 +16,13 @@ from scipy.optimize import minimize_scalar
 from workflow_scripts import io
 from workflow_scripts.config import load_config
 from workflow_scripts.errors import ConfigError
-from workflow_scripts.simulate import (PSF_OVERSAMPLING, field_seed, measured_fwhm, simulate_field,
-                                       truth_psf_path, write_simulated_field)
-from workflow_scripts.simulate.field import STAMP_HLR_FACTOR
-from workflow_scripts.simulate.population import (COUNTS_AT_REF, COUNTS_REF_MAG, draw_magnitudes,
-                                                  surface_density)
-from workflow_scripts.simulate.psf import PSF_MOFFAT_BETA, PSF_TRUNC_FWHM
-from workflow_scripts.simulate.rare import MERGER_SEPARATION_ARCSEC
-from workflow_scripts.simulate.seds import ColourGrid, TEMPLATES
+from workflow_scripts.data.simulate import (PSF_OVERSAMPLING, field_seed, measured_fwhm, simulate_field,
+                                            truth_psf_path, write_simulated_field)
+from workflow_scripts.data.simulate.field import STAMP_HLR_FACTOR
+from workflow_scripts.data.simulate.population import COUNTS_AT_REF, COUNTS_REF_MAG, draw_magnitudes, surface_density
+from workflow_scripts.data.simulate.psf import PSF_MOFFAT_BETA, PSF_TRUNC_FWHM
+from workflow_scripts.data.simulate.rare import MERGER_SEPARATION_ARCSEC
+from workflow_scripts.data.simulate.seds import ColourGrid, TEMPLATES
 from workflow_scripts.surveys import Survey, get_survey
 
 PROV = io.provenance("cafef00d", 7, "embedded")
@@ -309,7 +308,7 @@ def test_high_redshift_galaxies_drop_out_of_blue_bands():
 
 
 def colour_grid_for(survey: Survey) -> ColourGrid:
-    from workflow_scripts.simulate.field import colour_grid
+    from workflow_scripts.data.simulate.field import colour_grid
 
     return colour_grid(survey, survey.embedded["mag_band"])
 
@@ -349,7 +348,7 @@ def test_boundary_files_read_back_with_provenance(ceers, tmp_path):
 
 
 def test_step_adapter_writes_the_boundary(tmp_path):
-    from workflow_scripts.steps import simulate_field as step
+    from workflow_scripts.steps.data import simulate as step
 
     cfg = load_config()
     cfg["surveys"]["xdf"]["embedded"].update(npix=128, n_stars=3)

@@ -1,4 +1,4 @@
-"""Self-organising map of the blend parameters (workflow_scripts.som) on synthetic blends with known outcomes."""
+"""Self-organising map of the blend parameters (workflow_scripts.studies.hemmati22.som) on synthetic blends with known outcomes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import som as S
+from workflow_scripts.studies.hemmati22 import som as S
 from workflow_scripts.errors import PipelineError
 
 ITER = 4000  # enough for a 32 x 24 map on 1500 rows to order (the test's own speed budget)
@@ -85,7 +85,7 @@ def test_nan_rows_dropped_with_a_logged_count(trained, caplog):
     feats, som, scaler = trained
     bad = feats.copy()
     bad.loc[[0, 5, 9], "dz"] = np.nan
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.som"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.studies.hemmati22.som"):
         means = S.cell_means(som, scaler, bad, {"hi": np.ones(len(bad))})
         s2, _ = S.train_som(bad, seed=0, iterations=200)
     assert "3 of 1500 rows" in caplog.text

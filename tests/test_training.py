@@ -22,21 +22,9 @@ import torch.nn.functional as F
 
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.models import DCGANDiscriminator, DCGANGenerator, SRDiscriminator, SRGenerator
-from workflow_scripts.training import (
-    CHECKPOINT_NAME,
-    GENERATOR_NAME,
-    LOSS_COLUMNS,
-    PREEMPTED_EXIT_CODE,
-    ConditionalTask,
-    NoiseToImageTask,
-    Preempted,
-    TrainConfig,
-    epoch_batches,
-    generate,
-    load_generator,
-    noise,
-    train,
-)
+from workflow_scripts.train.loop import (CHECKPOINT_NAME, GENERATOR_NAME, LOSS_COLUMNS, PREEMPTED_EXIT_CODE,
+                                         ConditionalTask, NoiseToImageTask, Preempted, TrainConfig, epoch_batches,
+                                         generate, load_generator, noise, train)
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS_KEYS = ("loss_d", "loss_g", "loss_g_adv", "loss_l1", "d_real", "d_fake")
@@ -265,7 +253,7 @@ SCRIPT = textwrap.dedent("""
     import torch
     import torch.nn.functional as F
     from workflow_scripts.models import SRDiscriminator, SRGenerator
-    from workflow_scripts.training import PREEMPTED_EXIT_CODE, ConditionalTask, TrainConfig, train
+    from workflow_scripts.train.loop import PREEMPTED_EXIT_CODE, ConditionalTask, TrainConfig, train
 
     out, epochs = sys.argv[1], int(sys.argv[2])
     g = torch.Generator().manual_seed(0)
@@ -371,7 +359,7 @@ def test_dataset_fingerprint_does_not_depend_on_the_thread_count():
     (992, 1, 21, 21) tensor differ in the last bit between 1 and 2 threads; the fingerprint must not."""
     from torch.utils.data import TensorDataset
 
-    from workflow_scripts.training import _dataset_fingerprint
+    from workflow_scripts.train.loop import _dataset_fingerprint
 
     data = TensorDataset(torch.rand(992, 1, 21, 21, generator=torch.Generator().manual_seed(3)))
     before = torch.get_num_threads()
@@ -389,7 +377,7 @@ def test_dataset_fingerprint_does_not_depend_on_the_thread_count():
 def test_weight_average_follows_the_warm_up_recursion():
     """Against the recursion by hand: a_0 = w_0, a_t = a_{t-1} + (1 - min(d, (1+t)/(10+t))) (w_t - a_{t-1});
     BatchNorm running statistics are averaged too and its integer batch count is copied."""
-    from workflow_scripts.training import weight_average
+    from workflow_scripts.train.loop import weight_average
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     ema = weight_average(net, 0.9)
@@ -454,7 +442,7 @@ def test_ema_decay_is_validated_and_changes_the_setup(tmp_path):
 def test_asinh_noise_adds_the_physical_sigma_and_passes_gradients():
     """Images stored asinh-scaled: the noise added is white with the given sigma in *physical* units, in each
     channel, whatever the brightness (the scaled-space noise shrinks on bright pixels, as real noise does)."""
-    from workflow_scripts.training import AsinhNoise
+    from workflow_scripts.train.loop import AsinhNoise
 
     torch.manual_seed(0)
     obs = AsinhNoise(sigma=[0.01, 0.05], softening=[0.03, 0.1], scale=[5.0, 4.0])
@@ -477,7 +465,7 @@ def test_asinh_noise_adds_the_physical_sigma_and_passes_gradients():
 def test_discriminator_sees_the_observed_fake_and_l1_the_clean_one(tmp_path):
     """With ``observe``: every fake image shown to D is G(x) plus noise; the L1 term still uses G(x) (the logged
     L1 equals that of the clean output); the set-up is part of the checkpoint fingerprint."""
-    from workflow_scripts.training import AsinhNoise
+    from workflow_scripts.train.loop import AsinhNoise
 
     task = sr_task()
     task = ConditionalTask(task.generator, task.discriminator,

@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from workflow_scripts import io
 from workflow_scripts.config import config_hash, load_config
-from workflow_scripts.psf import measure_fwhm
+from workflow_scripts.data.psf import measure_fwhm
 from workflow_scripts.surveys import surveys_from_config
 
 from .conftest import REPO, run_snakemake

@@ -1,14 +1,16 @@
 """Loading, merging and validating the pipeline configuration.
 
 The schema (``schemas/config.schema.yaml``) checks structure and types; :func:`validate_config` adds the
-checks a schema cannot express (a band named by a study must exist in its survey, and so on). Every failure
-is one line that names the offending key.
+checks a schema cannot express (a band named by a study must exist in its survey, and so on); each enabled
+study adds its own blocks (``schemas/<study>.schema.yaml``) and checks (``studies/<study>/validate.py``). Every
+failure is one line that names the offending key.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,10 +19,12 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import ConfigError
+from workflow_scripts.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "schemas" / "config.schema.yaml"
+SCHEMA_DIR = REPO_ROOT / "schemas"
+SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
+STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
 
 
@@ -56,8 +60,30 @@ def load_config(*overlays: str | Path, base: str | Path = DEFAULT_CONFIG, valida
     return config
 
 
+def available_studies() -> list[str]:
+    """The studies this checkout has: a package under ``workflow_scripts/studies/`` with a schema file."""
+    return sorted(p.name.removesuffix(".schema.yaml") for p in SCHEMA_DIR.glob("*.schema.yaml")
+                  if p.name != SCHEMA_PATH.name and (STUDIES_DIR / p.name.removesuffix(".schema.yaml")).is_dir())
+
+
+def enabled_studies(config: Mapping[str, Any]) -> list[str]:
+    """The studies ``all`` builds, in the order of the config's ``studies`` list."""
+    return list(config.get("studies", []))
+
+
 def _load_schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The shared schema with every study's blocks merged in; a study's blocks are required when it is enabled."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    studies = available_studies()
+    schema["properties"]["studies"]["items"] = {"enum": studies}
+    for study in studies:
+        part = yaml.safe_load((SCHEMA_DIR / f"{study}.schema.yaml").read_text())
+        schema["$defs"].update(part.get("$defs", {}))
+        schema["properties"].update(part["properties"])
+        schema.setdefault("allOf", []).append({
+            "if": {"properties": {"studies": {"contains": {"const": study}}}, "required": ["studies"]},
+            "then": {"required": sorted(part["properties"])}})
+    return schema
 
 
 def _key_path(parts: Iterable[Any]) -> str:
@@ -119,51 +145,10 @@ def _semantic_checks(config: Mapping[str, Any]) -> None:
             lo, hi = emb["star_mag_range"]
             if not lo < hi:
                 raise ConfigError(f"config: surveys.{name}.embedded.star_mag_range must be [bright, faint]")
-    _check_hemmati22(config)
     if config["psf"]["stamp_size"] % 2 == 0:
         raise ConfigError("config: psf.stamp_size must be odd")
-
-
-def _check_hemmati22(config: Mapping[str, Any]) -> None:
-    study = config["hemmati22"]
-    surveys = config["surveys"]
-    for key in ("survey", "target"):
-        name = study[key] if key == "survey" else study["target"]["survey"]
-        where = "hemmati22.survey" if key == "survey" else "hemmati22.target.survey"
-        if name not in surveys:
-            raise ConfigError(f"config: {where} = {name!r} is not a configured survey ({', '.join(surveys)})")
-    survey = surveys[study["survey"]]
-    bands = survey["bands"]
-    for where, band in (("hemmati22.band", study["band"]), ("hemmati22.select.mag_band", study["select"]["mag_band"])):
-        if band not in bands:
-            raise ConfigError(f"config: {where} = {band!r} is not a band of {study['survey']} ({', '.join(bands)})")
-    if study["target"]["band"] not in surveys[study["target"]["survey"]]["bands"]:
-        raise ConfigError(f"config: hemmati22.target.band = {study['target']['band']!r} is not a band of "
-                          f"{study['target']['survey']}")
-    if study["field"] not in survey["fields"]:
-        raise ConfigError(f"config: hemmati22.field = {study['field']!r} is not a field of {study['survey']} "
-                          f"({', '.join(survey['fields'])})")
-    search = (2.0 ** 0.5 * study["max_offset_px"] * survey["pixel_scale"]
-              + study["detection"]["match_radius_arcsec"])
-    if study["select"]["isolation_arcsec"] < search:
-        raise ConfigError(f"config: hemmati22.select.isolation_arcsec = {study['select']['isolation_arcsec']} is "
-                          f"smaller than the companion search radius ({search:.2f}\" = sqrt 2 x max_offset_px x "
-                          "pixel_scale + match_radius_arcsec): real neighbours would count as false positives")
-    models = study["models"]
-    for role, name in study["gan_models"].items():
-        if name not in models or models[name]["kind"] != "srgan":
-            raise ConfigError(f"config: hemmati22.gan_models.{role} = {name!r} must name an srgan entry of "
-                              "hemmati22.models")
-    if not any(m["kind"] == "dcgan" for m in models.values()):
-        raise ConfigError("config: hemmati22.models needs one dcgan entry (Fig 2)")
-    for name, model in models.items():
-        for key in ("upsample", "skip", "zero_residual", "ambient_noise"):
-            if model["kind"] == "dcgan" and key in model:
-                raise ConfigError(f"config: hemmati22.models.{name}.{key} applies to an srgan only")
-        if model.get("zero_residual") and not model.get("skip"):
-            raise ConfigError(f"config: hemmati22.models.{name}.zero_residual needs skip: true")
-        if model["kind"] == "dcgan" and model["l1_weight"] > 0:
-            raise ConfigError(f"config: hemmati22.models.{name}.l1_weight must be 0 for a dcgan (no target image)")
+    for study in enabled_studies(config):  # each study's own checks, in its package (validate.check)
+        importlib.import_module(f"workflow_scripts.studies.{study}.validate").check(config)
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

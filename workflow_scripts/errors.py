@@ -15,3 +15,7 @@ class BoundaryError(PipelineError):
 
 class DownloadError(PipelineError):
     """A download failed for good (offline, HTTP error, verification failure after retries)."""
+
+
+class StudyError(PipelineError):
+    """A study cannot go on with these inputs (too few galaxies, a missing PSF, ...)."""

@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from . import __version__
-from .errors import BoundaryError
+from workflow_scripts import __version__
+from workflow_scripts.errors import BoundaryError
 
 REQUIRED_HEADER_KEYS = ("TELESCOP", "INSTRUME", "FILTER", "BUNIT", "PHOTZP")
 REQUIRED_CATALOG_COLUMNS = ("id", "ra", "dec", "star")

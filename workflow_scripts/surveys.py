@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from workflow_scripts.errors import ConfigError
 
 
 @dataclass(frozen=True)

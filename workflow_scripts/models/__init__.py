@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from .dcgan import DCGANDiscriminator, DCGANGenerator, discriminator_body, init_weights
-from .srgan import LOWRES_SIZE, SRDiscriminator, SRGenerator
+from workflow_scripts.models.dcgan import DCGANDiscriminator, DCGANGenerator, discriminator_body, init_weights
+from workflow_scripts.models.srgan import LOWRES_SIZE, SRDiscriminator, SRGenerator
 
 #: models that :func:`build_model` can rebuild from their name
 MODELS: dict[str, type[nn.Module]] = {

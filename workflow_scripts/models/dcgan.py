@@ -1,6 +1,6 @@
 """DCGAN (Radford et al. 2016) generator and discriminator for 64x64 images, as used by Hemmati et al. 2022.
 
-Architectures only (plain :class:`torch.nn.Module`); training lives in :mod:`workflow_scripts.training`.
+Architectures only (plain :class:`torch.nn.Module`); training lives in :mod:`workflow_scripts.train.loop`.
 
 Discriminators return **logits** (no final sigmoid). Training uses :class:`torch.nn.BCEWithLogitsLoss`, which is the
 same binary cross-entropy minimax loss as the paper's ``sigmoid`` + ``BCE`` but computed with the log-sum-exp trick

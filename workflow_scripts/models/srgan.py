@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dcgan import IMAGE_SIZE, LEAKY_SLOPE, _check_size, discriminator_body
+from workflow_scripts.models.dcgan import IMAGE_SIZE, LEAKY_SLOPE, _check_size, discriminator_body
 
 #: side of the low-resolution input: 64 px at 0.06"/px resampled to 0.18"/px (bilinear 1/3 in the paper's code)
 LOWRES_SIZE = 21

@@ -23,13 +23,14 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from .mixture_engine import (FLAG_BAD_COVARIANCE, FLAG_BAD_POSITION, FLAG_NAMES, FLAG_NO_DATA, FLAG_NO_OBJECTS,
-                             FLAG_NONFINITE, FLAG_NOT_CONVERGED, RESULT_COLUMNS, FitSettings, MixtureEngine,
-                             resolve_device)
-from .mixtures import (PROFILES, T_PER_RE2, GaussianMixture, PhotometryError, galaxy_mixture, render_mixture,
-                       shape_covariance)
-from .ngmix_engine import NGMIX_MISSING, NgmixEngine, ngmix_available
-from .psf_fit import DEFAULT_PSF_NGAUSS, PSFMixture, fit_psf_mixture
+from workflow_scripts.photometry.mixture_engine import (FLAG_BAD_COVARIANCE, FLAG_BAD_POSITION, FLAG_NAMES,
+                                                        FLAG_NO_DATA, FLAG_NO_OBJECTS, FLAG_NONFINITE,
+                                                        FLAG_NOT_CONVERGED, RESULT_COLUMNS, FitSettings,
+                                                        MixtureEngine, resolve_device)
+from workflow_scripts.photometry.mixtures import (PROFILES, T_PER_RE2, GaussianMixture, PhotometryError,
+                                                  galaxy_mixture, render_mixture, shape_covariance)
+from workflow_scripts.photometry.ngmix_engine import NGMIX_MISSING, NgmixEngine, ngmix_available
+from workflow_scripts.photometry.psf_fit import DEFAULT_PSF_NGAUSS, PSFMixture, fit_psf_mixture
 
 __all__ = [
     "ENGINES",

@@ -53,8 +53,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .mixtures import PhotometryError, profile
-from .psf_fit import PSFMixture
+from workflow_scripts.photometry.mixtures import PhotometryError, profile
+from workflow_scripts.photometry.psf_fit import PSFMixture
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import brentq
 
-from ..errors import PipelineError
+from workflow_scripts.errors import PipelineError
 
 __all__ = [
     "PhotometryError",

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .mixture_engine import (FLAG_NONFINITE, FLAG_NOT_CONVERGED, FitSettings, build_table, prepare_inputs)
-from .mixtures import PhotometryError
+from workflow_scripts.photometry.mixture_engine import (FLAG_NONFINITE, FLAG_NOT_CONVERGED, FitSettings, build_table,
+                                                        prepare_inputs)
+from workflow_scripts.photometry.mixtures import PhotometryError
 
 log = logging.getLogger(__name__)
 

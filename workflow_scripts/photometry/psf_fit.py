@@ -1,7 +1,7 @@
 """A Gaussian mixture fitted to a PSF image, for analytic convolution with the galaxy mixtures.
 
 The PSF images of this pipeline are *effective* PSFs (optics convolved with the pixel response: the photutils
-EPSF of :mod:`workflow_scripts.psf`, or a GalSim ``drawImage`` of the target PSF). The mixture is therefore fitted
+EPSF of :mod:`workflow_scripts.data.psf`, or a GalSim ``drawImage`` of the target PSF). The mixture is therefore fitted
 to the values at the pixel centres, with no further pixel integration, and a galaxy mixture convolved with it and
 evaluated at pixel centres is the pixel-integrated galaxy image (exactly, up to the quality of the PSF fit). An
 oversampled EPSF (``oversampling`` > 1, values per native pixel) constrains the mixture between native pixel
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from .mixtures import GaussianMixture, PhotometryError
+from workflow_scripts.photometry.mixtures import GaussianMixture, PhotometryError
 
 __all__ = ["PSFMixture", "fit_psf_mixture", "DEFAULT_PSF_NGAUSS"]
 

@@ -6,9 +6,9 @@ import logging
 import sys
 from typing import Any
 
-from ..config import config_hash
-from ..errors import PipelineError
-from ..io import provenance
+from workflow_scripts.config import config_hash
+from workflow_scripts.errors import PipelineError
+from workflow_scripts.io import provenance
 
 
 def setup(snakemake: Any) -> logging.Logger:

@@ -1,0 +1,190 @@
+"""Rare populations with truth labels: compact extremely red objects (EROs) and merging pairs.
+
+EROs follow the selection of Barro et al. (2023, the 37 CEERS EROs that Pearce-Casey+23 used as anomalies):
+F277W - F444W > 1.5, F444W < 28, 5 < z < 7, point-like, F150W - F200W ~ 0. Their spectra are described by four
+magnitudes at the pivot wavelengths of the F150W, F200W, F277W and F444W bands (a flat-f_nu rest-UV "plateau"
+and a steep red rise, the "V shape" of these objects); other bands are interpolated linearly in log wavelength
+(flat beyond the end bands). The four bands must exist in the survey when ``n_ero > 0``.
+
+A merging pair is two normal galaxies at one redshift, 0.3-1" apart, each distorted (extra shear and a
+lopsided off-centre clump) and carrying a curved tidal tail: a chain of faint, elongated exponential knots
+along a circular arc leaving the galaxy away from its companion. The two tails turn in the same sense, as in
+a prograde encounter (Toomre & Toomre 1972). Tails share their galaxy's colours. ``truth_hlr``, ``truth_q`` and
+``truth_beta`` describe the main body before the tidal distortion; ``truth_flux`` includes the tail, whose
+share is ``truth_tail_frac``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import galsim
+import numpy as np
+
+from workflow_scripts.errors import ConfigError
+from workflow_scripts.surveys import Survey
+from workflow_scripts.data.simulate.population import (Cosmology, GalaxyDraw, bulge_disk_profile, draw_galaxies,
+                                                       draw_redshifts, galaxy_extent)
+from workflow_scripts.data.simulate.seds import pivot_wavelengths
+
+# ------------------------------------------------------------------------------------------------- EROs
+#: Bands that define the ERO colours (Barro+2023): the blue pair is flat, the red pair steep.
+ERO_BLUE_BANDS = ("F150W", "F200W")
+ERO_RED_BANDS = ("F277W", "F444W")
+#: F444W magnitude range (Barro+2023 select F444W < 28; their objects are 24-27.5).
+ERO_MAG_RANGE = (24.0, 27.5)
+#: F277W - F444W colour (selection > 1.5; Barro+2023 colours reach ~2.5).
+ERO_RED_COLOUR = (1.6, 2.5)
+#: F150W - F200W colour: ~0 (|colour| < 0.2 required; flat f_nu rest-UV).
+ERO_BLUE_COLOUR = (-0.15, 0.15)
+#: F200W - F277W colour: the floor of the "V" (0-0.5 mag).
+ERO_BREAK_COLOUR = (0.0, 0.5)
+#: Redshifts (Barro+2023: photometric 5 < z < 7).
+ERO_Z_RANGE = (5.0, 7.0)
+#: Fraction of EROs drawn as pure point sources; the rest are tiny exponentials (hlr below 0.05").
+ERO_POINT_FRACTION = 0.5
+ERO_HLR_RANGE = (0.01, 0.045)
+
+# ---------------------------------------------------------------------------------------------- mergers
+#: Separation of the two members (arcsec).
+MERGER_SEPARATION_ARCSEC = (0.3, 1.0)
+#: Primary magnitude = mag_limit - U(range): bright enough that the tidal features are visible.
+MERGER_PRIMARY_OFFSET_MAG = (2.0, 5.0)
+#: Secondary is fainter than the primary by U(range) mag (major mergers, flux ratio 1:1 to 1:4).
+MERGER_SECONDARY_DMAG = (0.0, 1.5)
+#: Members are at least this large (arcsec) so that tails are resolved.
+MERGER_MIN_HLR_ARCSEC = 0.1
+#: Share of a member's light in its tail (Toomre-like tails hold ~10-25 % of the light).
+MERGER_TAIL_FRACTION = (0.10, 0.25)
+#: Knots per tail, their axis ratio, size relative to the body hlr and brightness decay along the tail.
+MERGER_TAIL_KNOTS = 6
+MERGER_TAIL_KNOT_Q = 0.3
+MERGER_TAIL_KNOT_HLR = 0.45
+MERGER_TAIL_DECAY = 1.2
+#: Arc radius of the tail in body half-light radii and the angle it sweeps (degrees).
+MERGER_TAIL_RADIUS_HLR = (2.0, 3.5)
+MERGER_TAIL_SWEEP_DEG = (70.0, 130.0)
+#: Tidal distortion of the body: extra reduced shear |g| and an off-centre clump (fraction of the body light,
+#: offset and size in body hlr).
+MERGER_BODY_SHEAR = (0.1, 0.3)
+MERGER_CLUMP_FRACTION = (0.1, 0.2)
+MERGER_CLUMP_OFFSET_HLR = 0.7
+MERGER_CLUMP_HLR = 0.4
+
+
+@dataclass
+class EroDraw:
+    mag: np.ndarray            # in mag_band
+    z: np.ndarray
+    hlr: np.ndarray            # arcsec; 0 = point source
+    ratios: np.ndarray         # (n, n_bands) flux ratio band / mag_band
+
+
+def draw_eros(rng: np.random.Generator, survey: Survey, mag_band: str, n: int) -> EroDraw:
+    """Magnitudes, colours, redshifts and sizes of ``n`` EROs."""
+    bands = survey.band_names
+    needed = [b for b in (*ERO_BLUE_BANDS, *ERO_RED_BANDS) if b not in bands]
+    if n > 0 and needed:
+        raise ConfigError(f"surveys.{survey.name}.embedded.n_ero > 0 needs bands {', '.join(needed)} "
+                          f"(EROs are defined by F150W-F200W and F277W-F444W colours)")
+    piv = pivot_wavelengths(survey)
+    m444 = rng.uniform(*ERO_MAG_RANGE, size=n)
+    m277 = m444 + rng.uniform(*ERO_RED_COLOUR, size=n)
+    m200 = m277 + rng.uniform(*ERO_BREAK_COLOUR, size=n)
+    m150 = m200 + rng.uniform(*ERO_BLUE_COLOUR, size=n)
+    knots = np.log([piv[b] for b in (*ERO_BLUE_BANDS, *ERO_RED_BANDS)])
+    knot_mags = np.stack([m150, m200, m277, m444], axis=1)
+    mags = np.stack([np.array([np.interp(np.log(piv[b]), knots, row) for b in bands]) for row in knot_mags]) \
+        if n else np.zeros((0, len(bands)))
+    ref = mags[:, bands.index(mag_band)] if n else np.zeros(0)
+    ratios = 10 ** (-0.4 * (mags - ref[:, None])) if n else np.zeros((0, len(bands)))
+    z = rng.uniform(*ERO_Z_RANGE, size=n)
+    point = rng.random(n) < ERO_POINT_FRACTION
+    hlr = np.where(point, 0.0, rng.uniform(*ERO_HLR_RANGE, size=n))
+    return EroDraw(mag=ref, z=z, hlr=hlr, ratios=ratios)
+
+
+def ero_profile(hlr: float) -> galsim.GSObject | None:
+    """Unit-flux ERO profile; None for a point source (drawn as the PSF)."""
+    return None if hlr <= 0 else galsim.Exponential(half_light_radius=hlr)
+
+
+@dataclass
+class MergerDraw:
+    """Both members of every pair: member k of pair p is row 2p + k."""
+
+    gal: GalaxyDraw            # intrinsic body parameters
+    dx: np.ndarray             # offset (arcsec) of the member from the pair midpoint, +x pixel axis
+    dy: np.ndarray
+    tail_frac: np.ndarray
+    profiles: list[galsim.GSObject]
+    extent: np.ndarray         # arcsec, radius holding the body and its tail
+    pair_id: np.ndarray
+
+
+def _tail(rng: np.random.Generator, hlr: float, away_deg: float, sense: float) -> tuple[galsim.GSObject, float]:
+    """A unit-flux tidal tail leaving the origin towards ``away_deg``, turning by ``sense`` (+1/-1)."""
+    radius = rng.uniform(*MERGER_TAIL_RADIUS_HLR) * hlr
+    sweep = np.radians(rng.uniform(*MERGER_TAIL_SWEEP_DEG))
+    phi0 = np.radians(away_deg)
+    k = np.arange(1, MERGER_TAIL_KNOTS + 1)
+    theta = sweep * k / MERGER_TAIL_KNOTS
+    # circle of radius R starting at the origin with initial tangent phi0
+    along, across = radius * np.sin(theta), sense * radius * (1.0 - np.cos(theta))
+    px = along * np.cos(phi0) - across * np.sin(phi0)
+    py = along * np.sin(phi0) + across * np.cos(phi0)
+    weights = np.exp(-MERGER_TAIL_DECAY * k / MERGER_TAIL_KNOTS)
+    weights /= weights.sum()
+    knot_hlr = MERGER_TAIL_KNOT_HLR * hlr * (1.0 + 0.5 * k / MERGER_TAIL_KNOTS)
+    knots = []
+    extent = 0.0
+    for i in range(MERGER_TAIL_KNOTS):
+        tangent = np.degrees(phi0 + sense * theta[i])
+        knot = galsim.Exponential(half_light_radius=knot_hlr[i], flux=weights[i])
+        knot = knot.shear(q=MERGER_TAIL_KNOT_Q, beta=tangent * galsim.degrees).shift(px[i], py[i])
+        knots.append(knot)
+        extent = max(extent, float(np.hypot(px[i], py[i])) + 6.0 * knot_hlr[i] / np.sqrt(MERGER_TAIL_KNOT_Q))
+    return galsim.Add(knots), extent
+
+
+def draw_mergers(rng: np.random.Generator, cosmo: Cosmology, n_pairs: int, mag_limit: float,
+                 body_hlr_factor: float) -> MergerDraw:
+    """``n_pairs`` merging pairs with their distorted, tailed unit-flux profiles."""
+    m1 = mag_limit - rng.uniform(*MERGER_PRIMARY_OFFSET_MAG, size=n_pairs)
+    m2 = m1 + rng.uniform(*MERGER_SECONDARY_DMAG, size=n_pairs)
+    mags = np.stack([m1, m2], axis=1).ravel()
+    z_pair = draw_redshifts(rng, m1)
+    gal = draw_galaxies(rng, cosmo, mags, z=np.repeat(z_pair, 2))
+    gal.hlr = np.maximum(gal.hlr, MERGER_MIN_HLR_ARCSEC)
+    sep = rng.uniform(*MERGER_SEPARATION_ARCSEC, size=n_pairs)
+    axis = rng.uniform(0.0, 360.0, size=n_pairs)
+    sense = rng.choice([-1.0, 1.0], size=n_pairs)
+    dx = np.empty(2 * n_pairs)
+    dy = np.empty(2 * n_pairs)
+    tail_frac = rng.uniform(*MERGER_TAIL_FRACTION, size=2 * n_pairs)
+    profiles: list[galsim.GSObject] = []
+    extent = np.empty(2 * n_pairs)
+    for p in range(n_pairs):
+        for k in range(2):
+            i = 2 * p + k
+            # member 0 sits on the -axis side, member 1 on the +axis side; each tail leaves away from the other
+            sign = -1.0 if k == 0 else 1.0
+            away_deg = axis[p] + (180.0 if k == 0 else 0.0)
+            dx[i] = sign * 0.5 * sep[p] * np.cos(np.radians(axis[p]))
+            dy[i] = sign * 0.5 * sep[p] * np.sin(np.radians(axis[p]))
+            hlr = float(gal.hlr[i])
+            body = bulge_disk_profile(hlr, float(gal.bulge_frac[i]), float(gal.q[i]), float(gal.beta[i]))
+            clump_frac = rng.uniform(*MERGER_CLUMP_FRACTION)
+            clump_dir = np.radians(rng.uniform(0.0, 360.0))
+            clump = galsim.Exponential(half_light_radius=MERGER_CLUMP_HLR * hlr).shift(
+                MERGER_CLUMP_OFFSET_HLR * hlr * np.cos(clump_dir), MERGER_CLUMP_OFFSET_HLR * hlr * np.sin(clump_dir))
+            g = rng.uniform(*MERGER_BODY_SHEAR)
+            g_beta = rng.uniform(0.0, 180.0)
+            body = galsim.Add([body.withFlux(1.0 - clump_frac), clump.withFlux(clump_frac)])
+            body = body.shear(g=g, beta=g_beta * galsim.degrees)
+            tail, tail_extent = _tail(rng, hlr, away_deg, sense[p])
+            profiles.append(galsim.Add([body.withFlux(1.0 - tail_frac[i]), tail.withFlux(tail_frac[i])]))
+            body_extent = float(galaxy_extent(hlr, gal.q[i], body_hlr_factor)) * (1.0 + g) / (1.0 - g)
+            extent[i] = max(body_extent, tail_extent)
+    return MergerDraw(gal=gal, dx=dx, dy=dy, tail_frac=tail_frac, profiles=profiles, extent=extent,
+                      pair_id=np.repeat(np.arange(n_pairs), 2))

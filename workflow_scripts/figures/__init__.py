@@ -1,1 +1,0 @@
-"""Figures: one module per paper, plus the data overview (:mod:`workflow_scripts.figures.overview`)."""

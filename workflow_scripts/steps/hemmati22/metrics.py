@@ -1,0 +1,34 @@
+"""Rule `hemmati22_metrics`: metrics.json (ours beside the paper's) and the binned detection fractions."""
+
+import json
+from typing import Any
+
+try:  # rule scripts: put the repository on sys.path (Snakemake adds this folder to sys.path)
+    import _repo_path  # noqa: F401
+except ImportError:
+    pass
+
+import pandas as pd
+
+from workflow_scripts.studies.hemmati22.metrics import binned_fractions, summarise
+from workflow_scripts.io import atomic_path
+from workflow_scripts.steps._common import run, step_provenance
+
+
+def main(snakemake: Any, log: Any) -> None:
+    blends = pd.read_parquet(snakemake.input.blends)
+    isolated = pd.read_parquet(snakemake.input.isolated)
+    metrics = summarise(blends, isolated, snakemake.params.study["gan_models"])
+    if "photometry" in snakemake.input.keys():  # photometry.json of rules/photometry.smk (paper: > 10x)
+        metrics["photometry"] = json.loads(open(snakemake.input.photometry).read())
+    metrics["provenance"] = step_provenance(snakemake, "derived")
+    log.info("detection fraction (both found): %s; paper %s", metrics["ours"]["detection_fraction"],
+             metrics["paper"]["detection_fraction"])
+    with atomic_path(snakemake.output.metrics) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
+    with atomic_path(snakemake.output.binned) as tmp:
+        binned_fractions(blends).to_parquet(tmp)
+
+
+if "snakemake" in globals():
+    run(main, snakemake)  # noqa: F821
