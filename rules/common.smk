@@ -3,6 +3,8 @@ import os
 from pathlib import Path
 
 from workflow_scripts import io as boundary
+from workflow_scripts.code_version import code_version as _code_version
+from workflow_scripts.config import lineage_hash
 
 
 def band_file(survey, field, band):
@@ -53,3 +55,18 @@ def overview_inputs(w):
 def config_slice(block, *keys):
     """The keys of one config block that a rule uses, passed as params so that changing them reruns it."""
     return {k: config[block][k] for k in keys}
+
+
+def code_version(script):
+    """Hash of a step script and the library code it imports (a params entry: editing it reruns the jobs)."""
+    return _code_version(os.path.join(workflow.basedir, "workflow_scripts", script))
+
+
+def survey_params(name):
+    """One survey's config block (plus its name), for the steps that read it: Survey.from_config(d["name"], d)."""
+    return {"name": name, **config["surveys"][name]}
+
+
+def lineage(*surveys):
+    """Provenance of the files a job writes: the seed, and a hash per survey description they descend from."""
+    return {"seed": config["seed"], "config_hash": lineage_hash(config, surveys)}

@@ -29,6 +29,7 @@ rule download:
         expect_filter=lambda w, output: RAW[output[0]]["filter"],
         lock_file=f"{DATA}/raw/downloads.lock.json",
         download=config["download"],
+        code=code_version("steps/data/download.py"),
     log:
         f"{LOGS}/download/{{survey}}/{{filename}}.log",
     benchmark:
@@ -64,6 +65,9 @@ for _s in DATA_SURVEYS.values():
                 field="|".join(_s.fields),
             params:
                 data_dir=lambda w, output: str(Path(output.images[0]).parents[2]),
+                survey=survey_params(_s.name),
+                lineage=lineage(_s.name),
+                code=code_version("steps/data/simulate.py"),
             log:
                 f"{LOGS}/simulate/{{survey}}_{{field}}.log",
             benchmark:
@@ -103,6 +107,9 @@ for _s in DATA_SURVEYS.values():
                 field="|".join(_s.fields),
             params:
                 data_dir=lambda w, output: str(Path(output.images[0]).parents[2]),
+                survey=survey_params(_s.name),
+                lineage=lineage(_s.name),
+                code=code_version("steps/data/normalise.py"),
             log:
                 f"{LOGS}/normalise/{{survey}}_{{field}}.log",
             benchmark:
@@ -127,6 +134,9 @@ rule psf:
         json=psf_file("{survey}", "{field}", "{band}", "json"),
     params:
         psf=config["psf"],
+        survey=lambda w: survey_params(w.survey),
+        lineage=lambda w: lineage(w.survey),
+        code=code_version("steps/data/psf.py"),
     log:
         f"{LOGS}/psf/{{survey}}_{{field}}_{{band}}.log",
     benchmark:
@@ -146,7 +156,16 @@ rule overview:
     input:
         unpack(overview_inputs),
     output:
-        png="results/figures/data/{survey}_{field}_overview.png",
+        png=report(
+            "results/figures/data/{survey}_{field}_overview.png",
+            caption="captions/data/overview.rst",
+            category="Data boundary",
+            subcategory="{survey}",
+        ),
+    params:
+        survey=lambda w: survey_params(w.survey),
+        lineage=lambda w: lineage(w.survey),
+        code=code_version("steps/data/overview.py"),
     log:
         f"{LOGS}/overview/{{survey}}_{{field}}.log",
     benchmark:

@@ -6,10 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from workflow_scripts.config import load_config
+from workflow_scripts.config import lineage_hash, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -18,6 +19,12 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+def step_params(config: dict, survey: str, **extra) -> SimpleNamespace:
+    """The params a rule of rules/data.smk gives its step for one survey (survey_params, lineage), plus ``extra``."""
+    return SimpleNamespace(survey={"name": survey, **config["surveys"][survey]},
+                           lineage={"seed": config["seed"], "config_hash": lineage_hash(config, [survey])}, **extra)
 
 
 @pytest.fixture

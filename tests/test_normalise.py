@@ -22,6 +22,8 @@ from workflow_scripts.data.normalise import (build_catalog, estimate_rms_map, hs
                                              normalise_catalog, normalise_hst_sci, normalise_jwst_i2d)
 from workflow_scripts.surveys import get_survey
 
+from .conftest import step_params
+
 pytestmark = pytest.mark.timeout(60)
 
 # A real ACS/WFC F606W header pair and the AB zeropoint it implies (computed by hand from the formula).
@@ -295,7 +297,7 @@ def test_normalise_step_adapter(tmp_path, config):
     outputs = [field / "F606W.fits", field / "F775W.fits", field / "F606W.rms.fits", field / "F775W.rms.fits",
                field / "catalog.parquet"]
     snakemake = SimpleNamespace(
-        config=config,
+        params=step_params(config, "goodss"),
         wildcards=Namedlist(fromdict={"survey": "goodss", "field": "goodss"}),
         input=Namedlist(fromdict={"F606W": str(f606w), "F775W": str(f775w), "catalog": str(raw / "guo.fits"),
                                   "photoz": str(raw / "santini.fits")}),

@@ -18,6 +18,8 @@ from workflow_scripts.io import Mosaic, provenance, write_catalog, write_mosaic
 from workflow_scripts.data.psf import EPSFResult, write_psf
 from workflow_scripts.surveys import get_survey
 
+from .conftest import step_params
+
 BANDS = ["F435W", "F775W", "F160W"]  # blue, green, red of the goodss survey
 NPIX = 320
 
@@ -146,8 +148,8 @@ def test_step_adapter(field, tmp_path):
     snakemake = SimpleNamespace(
         input=SimpleNamespace(images=images, psfs=psf_files, catalog=str(catalog)),
         output=SimpleNamespace(png=str(tmp_path / "out" / "goodss_goodss_overview.png")),
-        params=SimpleNamespace(), wildcards=SimpleNamespace(survey="goodss", field="goodss"),
-        config=_config(), log=[], rule="overview",
+        params=step_params(_config(), "goodss"), wildcards=SimpleNamespace(survey="goodss", field="goodss"),
+        log=[], rule="overview",
     )
     step.main(snakemake, logging.getLogger("test"))
     _check_png(Path(snakemake.output.png))

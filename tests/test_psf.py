@@ -23,6 +23,8 @@ from workflow_scripts.data import psf as P
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.io import Mosaic, provenance, read_provenance, write_mosaic
 
+from .conftest import step_params
+
 STAMP = 25
 OVERSAMPLING = 4
 SNR_MIN = 50.0
@@ -232,9 +234,9 @@ def test_step_adapter(tmp_path, config):
     snakemake = SimpleNamespace(
         input=SimpleNamespace(image=str(image), rms=str(image).replace(".fits", ".rms.fits")),
         output=SimpleNamespace(fits=str(out / "F775W.fits"), json=str(out / "F775W.json")),
-        params=SimpleNamespace(psf={**config["psf"], "max_iters": 2}),  # the EPSF itself is tested above
+        params=step_params(config, "goodss", psf={**config["psf"], "max_iters": 2}),  # EPSF itself tested above
         wildcards=SimpleNamespace(survey="goodss", field="goodss", band="F775W"),
-        config=config, log=[], rule="psf",
+        log=[], rule="psf",
     )
     import logging
 

@@ -25,6 +25,8 @@ from workflow_scripts.data.simulate.rare import MERGER_SEPARATION_ARCSEC
 from workflow_scripts.data.simulate.seds import ColourGrid, TEMPLATES
 from workflow_scripts.surveys import Survey, get_survey
 
+from .conftest import step_params
+
 PROV = io.provenance("cafef00d", 7, "embedded")
 
 
@@ -352,8 +354,8 @@ def test_step_adapter_writes_the_boundary(tmp_path):
 
     cfg = load_config()
     cfg["surveys"]["xdf"]["embedded"].update(npix=128, n_stars=3)
-    snake = SimpleNamespace(config=cfg, wildcards=SimpleNamespace(survey="xdf", field="hudf"),
-                            params=SimpleNamespace(data_dir=str(tmp_path)), log=[], rule="simulate_field")
+    snake = SimpleNamespace(wildcards=SimpleNamespace(survey="xdf", field="hudf"),
+                            params=step_params(cfg, "xdf", data_dir=str(tmp_path)), log=[], rule="simulate_xdf")
     step.main(snake, logging.getLogger("test"))
     seed = field_seed(cfg["seed"], "xdf", "hudf")
     for band in cfg["surveys"]["xdf"]["bands"]:

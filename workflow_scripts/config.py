@@ -151,6 +151,26 @@ def _semantic_checks(config: Mapping[str, Any]) -> None:
         importlib.import_module(f"workflow_scripts.studies.{study}.validate").check(config)
 
 
+#: hex digits of each survey's hash in a lineage (FITS header values hold 68 characters)
+LINEAGE_DIGITS = 8
+
+
+def lineage_hash(config: Mapping[str, Any], surveys: Iterable[str]) -> str:
+    """``"goodss=1a2b3c4d;hsc=5e6f7a8b"``: per survey the hash of its config block and the seed, in name order.
+
+    What a file descends from, recorded as its CFGHASH: two inputs of one step that name the same survey must
+    carry the same hash there (and the same SEED), or the step refuses them (:func:`workflow_scripts.io.check_lineage`).
+    Per survey rather than the whole config, so that a change to one study's settings does not mark every other
+    file as foreign.
+    """
+    parts = []
+    for name in sorted(set(surveys)):
+        text = json.dumps({"seed": config["seed"], "survey": config["surveys"][name]}, sort_keys=True,
+                          separators=(",", ":"), default=str)
+        parts.append(f"{name}={hashlib.sha256(text.encode()).hexdigest()[:LINEAGE_DIGITS]}")
+    return ";".join(parts)
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """Stable short hash of a configuration (canonical JSON), recorded as provenance."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)

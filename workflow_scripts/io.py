@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,3 +243,48 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
         return json.loads(meta.get(b"genastro.provenance", b"{}"))
     header = fits.getheader(path)
     return {key: header.get(card) for key, card in PROVENANCE_KEYS.items()}
+
+
+def parse_lineage(config_hash: Any) -> dict[str, str]:
+    """``"goodss=1a2b;hsc=5e6f"`` (:func:`workflow_scripts.config.lineage_hash`) -> ``{"goodss": "1a2b", ...}``;
+    anything else (no provenance, an older whole-config hash) -> ``{}``."""
+    if not isinstance(config_hash, str) or "=" not in config_hash:
+        return {}
+    return dict(part.split("=", 1) for part in config_hash.split(";") if "=" in part)
+
+
+#: files whose provenance :func:`check_lineage` reads (FITS headers, Parquet metadata)
+LINEAGE_SUFFIXES = (".fits", ".parquet")
+
+
+def check_lineage(paths: Iterable[str | Path], expected: Mapping[str, Any] | None = None,
+                  what: str = "this job's config") -> None:
+    """Refuse inputs that descend from different runs: two files (or a file and ``expected``, the job's own
+    ``{"seed", "config_hash"}``) that carry different SEEDs, or different hashes for the same survey.
+
+    One :class:`BoundaryError` line naming both files. Files without provenance (JSON, checkpoints) are skipped.
+    """
+    seen: list[tuple[str, Any, dict[str, str]]] = []
+    if expected is not None:
+        seen.append((what, expected.get("seed"), parse_lineage(expected.get("config_hash"))))
+    for path in paths:
+        path = Path(path)
+        if path.suffix not in LINEAGE_SUFFIXES or not path.is_file():
+            continue
+        try:
+            prov = read_provenance(path)
+        except (OSError, ValueError):
+            continue  # unreadable files are the reader's business, with its own error
+        if not prov.get("config_hash"):
+            continue
+        current = (str(path), prov.get("seed"), parse_lineage(prov.get("config_hash")))
+        for name, seed, lineage in seen:
+            if seed is not None and current[1] is not None and int(seed) != int(current[1]):
+                raise BoundaryError(f"{current[0]} has SEED={current[1]} but {name} has SEED={seed}: they come from "
+                                    "different runs; rerun the workflow so that both are remade")
+            for survey in lineage.keys() & current[2].keys():
+                if lineage[survey] != current[2][survey]:
+                    raise BoundaryError(f"{current[0]} descends from survey {survey} {current[2][survey]} but {name} "
+                                        f"from {lineage[survey]} (CFGHASH): they come from different configurations;"
+                                        " rerun the workflow so that both are remade")
+        seen.append(current)

@@ -15,8 +15,7 @@ except ImportError:
 
 from workflow_scripts.errors import BoundaryError
 from workflow_scripts.data.normalise import normalise_band, normalise_catalog
-from workflow_scripts.steps._common import run, step_provenance
-from workflow_scripts.surveys import get_survey
+from workflow_scripts.steps._common import run, step_provenance, step_survey
 
 CATALOG_NAME = "catalog.parquet"
 RMS_SUFFIX = ".rms.fits"
@@ -40,7 +39,7 @@ def _outputs(paths: list[str], bands: list[str]) -> tuple[dict[str, str], dict[s
 
 
 def main(snakemake: Any, log: Any) -> None:
-    survey = get_survey(snakemake.config, snakemake.wildcards.survey)
+    survey = step_survey(snakemake)
     fmt = survey.download.get("format")
     if fmt is None:
         raise BoundaryError(f"surveys.{survey.name}.download.format is not set")

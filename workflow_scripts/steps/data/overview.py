@@ -17,8 +17,7 @@ except ImportError:
 from workflow_scripts.plotting.overview import MAX_DISPLAY_PIXELS, bin_mosaic, plot_field_overview
 from workflow_scripts.io import read_catalog, read_mosaic
 from workflow_scripts.data.psf import read_psf
-from workflow_scripts.steps._common import run
-from workflow_scripts.surveys import get_survey
+from workflow_scripts.steps._common import run, step_survey
 
 
 def _files(value: Any) -> list[str]:
@@ -31,7 +30,7 @@ def _files(value: Any) -> list[str]:
 
 def main(snakemake: Any, log: Any) -> None:
     w = snakemake.wildcards
-    survey = get_survey(snakemake.config, w.survey)
+    survey = step_survey(snakemake)
     mosaics = {}
     psfs = {}
     for path in _files(snakemake.input.images):

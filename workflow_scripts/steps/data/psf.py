@@ -15,8 +15,7 @@ except ImportError:
 from workflow_scripts.errors import BoundaryError
 from workflow_scripts.io import read_mosaic
 from workflow_scripts.data.psf import estimate_psf, write_psf, write_psf_summary
-from workflow_scripts.steps._common import run, step_provenance
-from workflow_scripts.surveys import get_survey
+from workflow_scripts.steps._common import run, step_provenance, step_survey
 
 #: relative difference between the WCS pixel scale and the configured one that is worth a warning
 PIXEL_SCALE_TOLERANCE = 0.01
@@ -24,9 +23,9 @@ PIXEL_SCALE_TOLERANCE = 0.01
 
 def main(snakemake: Any, log: Any) -> None:
     w = snakemake.wildcards
-    survey = get_survey(snakemake.config, w.survey)
+    survey = step_survey(snakemake)
     band = survey.band(w.band)
-    cfg = dict(getattr(snakemake.params, "psf", None) or snakemake.config["psf"])
+    cfg = dict(snakemake.params.psf)
 
     rms_file = getattr(snakemake.input, "rms", None)
     mosaic = read_mosaic(snakemake.input.image, rms_file=rms_file or None, with_rms=bool(rms_file))

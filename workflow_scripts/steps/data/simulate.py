@@ -16,14 +16,13 @@ except ImportError:
     pass
 
 from workflow_scripts.data.simulate import field_seed, simulate_field, write_simulated_field
-from workflow_scripts.steps._common import run, step_provenance
-from workflow_scripts.surveys import get_survey
+from workflow_scripts.steps._common import run, step_provenance, step_survey
 
 
 def main(snakemake: Any, log: Any) -> None:
-    survey = get_survey(snakemake.config, snakemake.wildcards.survey)
+    survey = step_survey(snakemake)
     field = snakemake.wildcards.field
-    seed = field_seed(snakemake.config["seed"], survey.name, field)
+    seed = field_seed(snakemake.params.lineage["seed"], survey.name, field)
     emb = survey.embedded
     log.info("simulating %s/%s: %d^2 px, %d bands, %s < %.1f, seed %d", survey.name, field, emb["npix"],
              len(survey.bands), emb["mag_band"], emb["mag_limit"], seed)
