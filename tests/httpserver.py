@@ -2,7 +2,8 @@
 
 Each served path is a :class:`Resource` whose successive requests can be answered differently: a different
 body (a corrupted copy first), a connection cut after N bytes, a stall longer than the client's timeout, a
-5xx, or a server that ignores ``Range``. Every request is recorded (path, Range header).
+5xx, a server that ignores ``Range``, one that answers a Range with the wrong bytes under the right
+Content-Range, or one that trickles the body a byte at a time. Every request is recorded (path, Range header).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Resource:
     stall_s: dict[int, float] = field(default_factory=dict)   # request i: sleep before the body
     fail_first: int = 0                                  # the first N requests get 503
     ignore_range: bool = False                           # answer 200 with the whole body to Range requests
+    wrong_offset: set[int] = field(default_factory=set)  # request i: 206 with a right Content-Range, bytes from 0
+    trickle_s: float = 0.0                               # send the body one byte at a time, this far apart
     hits: int = 0
 
 
@@ -71,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            payload = body[start:]
+            payload = body[: len(body) - start] if n in res.wrong_offset else body[start:]
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
@@ -88,6 +91,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if res.trickle_s:
+            for i in range(len(payload)):
+                self.wfile.write(payload[i:i + 1])
+                self.wfile.flush()
+                time.sleep(res.trickle_s)
             return
         self.wfile.write(payload)
 

@@ -104,3 +104,28 @@ def test_snakemake_refuses_a_typo_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "unknown key 'seeed'" in result.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+def test_nested_config_values_from_the_command_line_are_typed_like_yaml(tmp_path):
+    from workflow_scripts.config import typed_overrides
+
+    assert typed_overrides({"hemmati22": {"n_blends": "100", "band": "F775W", "models": {"x": {"skip": "true"}}},
+                            "studies": "[hemmati22]", "seed": 7}) == {
+        "hemmati22": {"n_blends": 100, "band": "F775W", "models": {"x": {"skip": True}}},
+        "studies": ["hemmati22"], "seed": 7}
+    result = run_snakemake("-n", "--quiet", "all", "--config", 'hemmati22={"n_blends": 100}', workdir=tmp_path,
+                           timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_snakemake("-n", "--quiet", "all", "--config", 'hemmati22={"n_blends": "many"}', workdir=tmp_path,
+                           timeout=300)
+    assert result.returncode != 0
+    assert "error: invalid config: hemmati22.n_blends = 'many'" in result.stderr
+
+
+def test_a_second_run_in_the_same_directory_is_told_that_another_holds_it(tmp_path):
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.input.lock").write_text("")
+    result = run_snakemake("-n", "--quiet", "all", workdir=tmp_path, timeout=300)
+    first = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("Using workflow")]
+    assert first and first[0].startswith(f"note: another Snakemake run holds {tmp_path}")

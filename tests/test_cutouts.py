@@ -179,6 +179,19 @@ def test_cutouts_round_trip(field, tmp_path):
         stamps.read_cutouts(tmp_path / "junk.fits")
 
 
+def test_nan_stamps_are_refused_naming_the_file_and_the_stamps(field, tmp_path):
+    cs = stamps.extract_cutouts(field["mosaics"], field["catalog"], SIZE, progress=False)
+    assert cs.n >= 3
+    cs.cube[1, 0, 3, 3] = np.nan
+    cs.cube[2, -1, 0, 0] = np.inf
+    path = tmp_path / "nan.fits"
+    stamps.write_cutouts(path, cs, PROV)
+    with pytest.raises(PipelineError, match=rf"{path}: 2 of {cs.n} stamps have NaN or infinite pixels \(stamps 1, 2\)"):
+        stamps.read_cutouts(path)
+    with pytest.raises(PipelineError, match=r"AsinhScaling.fit: 2 of .* \(stamps 1, 2\)"):
+        scaling_mod.AsinhScaling.fit(cs.cube)
+
+
 def test_cutout_errors(field):
     mos, cat = field["mosaics"], field["catalog"]
     with pytest.raises(PipelineError, match="empty"):

@@ -19,11 +19,16 @@ from astropy.wcs import WCS
 from snakemake.iocontainers import Namedlist
 
 from tests.httpserver import LoopbackServer, closed_port_url
-from workflow_scripts.data.download import (_record_lock, VerificationError, check_fits, fetch, read_lock,
+from workflow_scripts.data.download import (RESUME_OVERLAP_BYTES, Limits, _record_lock, VerificationError, check_fits, fetch, read_lock,
                                             sha256_file, verify_existing)
 from workflow_scripts.errors import DownloadError
 
 pytestmark = pytest.mark.timeout(30)
+
+def resume_range(have: int) -> str:
+    """The Range header of a resume with ``have`` bytes on disk: it re-reads an overlap to check it."""
+    return f"bytes={max(0, have - RESUME_OVERLAP_BYTES)}-"
+
 
 FAST = dict(retries=3, backoff_s=0.0, timeout_s=2.0, chunk_bytes=4096, progress=False)
 
@@ -75,7 +80,7 @@ def test_interrupted_transfer_resumes_with_range_and_verifies(server, tmp_path, 
     fetch(server.url("/xdf_f775w.fits"), dest, lock_file=lock, expect_filter="F775W", **FAST)
     assert dest.read_bytes() == body
     ranges = [r.range for r in server.requests]
-    assert ranges == [None, f"bytes={len(body) // 2}-"]
+    assert ranges == [None, resume_range(len(body) // 2)]
     assert leftovers(dest) == [dest.name]  # no .partial left behind
 
 
@@ -204,7 +209,7 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path, lock):
     dest = tmp_path / "a.fits"
     fetch(server.url("/a.fits"), dest, lock_file=lock, **FAST)
     assert dest.read_bytes() == body
-    assert server.requests[1].range == "bytes=5000-"
+    assert server.requests[1].range == resume_range(5000)
 
 
 def test_complete_partial_answered_416_is_verified_and_kept(server, tmp_path, lock):
@@ -214,7 +219,7 @@ def test_complete_partial_answered_416_is_verified_and_kept(server, tmp_path, lo
     dest.with_name("a.fits.partial").write_bytes(body)
     fetch(server.url("/a.fits"), dest, lock_file=lock, **FAST)
     assert dest.read_bytes() == body
-    assert [r.range for r in server.requests] == [f"bytes={len(body)}-"]
+    assert [r.range for r in server.requests] == [resume_range(len(body))]
 
 
 def test_bad_complete_partial_is_discarded_and_refetched(server, tmp_path, lock):
@@ -225,7 +230,7 @@ def test_bad_complete_partial_is_discarded_and_refetched(server, tmp_path, lock)
     dest.with_name("a.fits.partial").write_bytes(corrupted(body))
     fetch(server.url("/a.fits"), dest, lock_file=lock, **FAST)
     assert dest.read_bytes() == body
-    assert [r.range for r in server.requests] == [f"bytes={len(body)}-", None]
+    assert [r.range for r in server.requests] == [resume_range(len(body)), None]
 
 
 def test_cuts_without_progress_fail_and_nothing_sits_under_the_final_name(server, tmp_path, lock):
@@ -243,7 +248,7 @@ def test_gzipped_fits_is_stored_byte_for_byte_and_resumed(server, tmp_path, lock
     dest = tmp_path / "ceers_f444w_i2d.fits.gz"
     fetch(server.url("/ceers_f444w_i2d.fits.gz"), dest, lock_file=lock, expect_filter="F775W", **FAST)
     assert dest.read_bytes() == body
-    assert server.requests[1].range == f"bytes={len(body) // 3}-"
+    assert server.requests[1].range == resume_range(len(body) // 3)
 
 
 def test_existing_verified_file_is_not_downloaded_again(server, tmp_path, lock):
@@ -323,3 +328,48 @@ STEPS = Path(__file__).resolve().parents[1] / "workflow_scripts" / "steps"
 def test_step_scripts_survive_snakemakes_script_preamble(script):
     """Snakemake prepends code to `script:` files, so a `from __future__` import there is a SyntaxError."""
     compile("import sys\n" + (STEPS / script).read_text(), script, "exec")
+
+
+def test_resume_with_the_wrong_bytes_under_a_right_content_range_is_refused(server, tmp_path, lock):
+    """A 206 whose Content-Range is right but whose bytes start at offset 0: the overlap check catches it, the
+    partial file is thrown away and the download restarts; the lock records the true file's hash."""
+    body = fits_bytes(npix=256)  # 256 kB: the cut leaves more than the overlap on disk
+    assert len(body) // 2 > RESUME_OVERLAP_BYTES
+    server.add("/w.fits", body, cut_after={0: len(body) // 2}, wrong_offset={1})
+    dest = tmp_path / "w.fits"
+    fetch(server.url("/w.fits"), dest, lock_file=lock, expect_filter="F775W", **FAST)
+    assert dest.read_bytes() == body
+    assert [r.range for r in server.requests] == [None, resume_range(len(body) // 2), None]
+    assert read_lock(lock)["w.fits"]["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_trickling_server_is_given_up_by_the_minimum_throughput(server, tmp_path, lock):
+    server.add("/t.fits", fits_bytes(), trickle_s=0.02)   # ~50 bytes/s, never idle long enough for a timeout
+    dest = tmp_path / "t.fits"
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"below the minimum of 1000 \(download.min_rate_kb_s\)"):
+        fetch(server.url("/t.fits"), dest, lock_file=lock,
+              **{**FAST, "retries": 1}, limits=Limits(min_rate=1000.0, window_s=0.5))
+    assert time.monotonic() - t0 < 10
+    assert not dest.exists() and not read_lock(lock)
+
+
+def test_the_total_deadline_ends_a_slow_download(server, tmp_path, lock):
+    server.add("/d.fits", fits_bytes(), trickle_s=0.005)
+    dest = tmp_path / "d.fits"
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"deadline of 1 s \(download.deadline_s\)"):
+        fetch(server.url("/d.fits"), dest, lock_file=lock, **FAST, limits=Limits(deadline_s=1.0))
+    assert time.monotonic() - t0 < 5
+    assert not dest.exists() and not read_lock(lock)
+
+
+def test_a_published_checksum_is_checked_before_anything_is_recorded(server, tmp_path, lock):
+    body = fits_bytes()
+    server.add("/c.fits", body)
+    dest = tmp_path / "c.fits"
+    with pytest.raises(DownloadError, match="failed verification"):
+        fetch(server.url("/c.fits"), dest, lock_file=lock, **{**FAST, "retries": 1}, sha256="0" * 64)
+    assert not dest.exists() and not read_lock(lock)
+    fetch(server.url("/c.fits"), dest, lock_file=lock, **FAST, sha256=hashlib.sha256(body).hexdigest())
+    assert read_lock(lock)["c.fits"]["sha256"] == hashlib.sha256(body).hexdigest()

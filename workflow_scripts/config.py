@@ -39,6 +39,26 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def typed_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``--config`` values as YAML would read them: Snakemake keeps the leaves of a nested value as strings
+    (``hemmati22={"n_blends": 100}`` gives ``"100"``), so each string leaf is parsed again and kept when it
+    becomes a number, a boolean, null, a list or a mapping."""
+    def parse(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: parse(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [parse(v) for v in value]
+        if isinstance(value, str):
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+            return value if isinstance(parsed, str) else parse(parsed)
+        return value
+
+    return parse(dict(overrides))
+
+
 def load_config(*overlays: str | Path, base: str | Path = DEFAULT_CONFIG, validate: bool = True) -> dict[str, Any]:
     """Read ``config.yaml`` and merge preset files over it, in order; validate the result."""
     config: dict[str, Any] = {}

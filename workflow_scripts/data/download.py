@@ -48,6 +48,9 @@ RETRYABLE_4XX = (HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS)   # t
 HTTP_SERVER_ERROR = 500                  # 5xx and above: transient, retried
 HTTP_CLIENT_ERROR = 400                  # other 4xx: the address is wrong, fail at once
 PROGRESS_INTERVAL_S = 1.0                # the progress bar redraws at most this often (logs stay readable)
+#: a resumed transfer asks for this many bytes before the end of the partial file and checks that they are the ones
+#: already on disk: a server that answers 206 with the right Content-Range but the wrong bytes is caught
+RESUME_OVERLAP_BYTES = 64 * 1024
 CONTENT_RANGE_RE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 HINT = ("use the embedded default preset (config.yaml, `source: embedded`) or set a mirror URL for this "
         "file in the config")
@@ -55,6 +58,20 @@ HINT = ("use the embedded default preset (config.yaml, `source: embedded`) or se
 
 class _TransientError(Exception):
     """A failure worth retrying (connection reset, timeout, 5xx, short read)."""
+
+
+class _TooSlowError(_TransientError):
+    """Throughput below the configured minimum: retried, but never counted as progress."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Time limits of one file's download: a total deadline over all attempts (s) and a minimum throughput
+    (bytes/s, measured over windows of ``window_s``; 0 turns it off)."""
+
+    deadline_s: float = float("inf")
+    min_rate: float = 0.0
+    window_s: float = 30.0
 
 
 class VerificationError(Exception):
@@ -224,14 +241,60 @@ def _write(fh: Any, chunk: bytes, partial: Path) -> None:
         raise DownloadError(f"cannot write {partial}: {exc.strerror or exc}") from None
 
 
+def _tail(path: Path, n: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(-n, os.SEEK_END)
+        return fh.read(n)
+
+
+class _Clock:
+    """The deadline and the minimum throughput of one file's download (across its attempts)."""
+
+    def __init__(self, limits: Limits, url: str) -> None:
+        self.limits, self.url = limits, url
+        self.start = time.monotonic()
+        self.window_start, self.window_bytes = self.start, 0
+
+    def new_attempt(self) -> None:
+        self.window_start, self.window_bytes = time.monotonic(), 0
+        self.check_deadline()
+
+    def check_deadline(self) -> None:
+        elapsed = time.monotonic() - self.start
+        if elapsed > self.limits.deadline_s:
+            raise _permanent(self.url, f"not finished within the deadline of {self.limits.deadline_s:g} s "
+                                       "(download.deadline_s)")
+
+    def received(self, n: int) -> None:
+        self.check_deadline()
+        self.window_bytes += n
+        now = time.monotonic()
+        if now - self.window_start >= self.limits.window_s:
+            rate = self.window_bytes / (now - self.window_start)
+            if rate < self.limits.min_rate:
+                raise _TooSlowError(f"{rate:.0f} bytes/s over {now - self.window_start:.0f} s, below the minimum "
+                                    f"of {self.limits.min_rate:g} (download.min_rate_kb_s)")
+            self.window_start, self.window_bytes = now, 0
+
+
+def _chunks(raw: Any, chunk_bytes: int) -> Iterator[bytes]:
+    """The body as it arrives: ``read1`` returns whatever the socket has (a trickle is seen byte by byte, so the
+    clock can judge it), where ``read(n)`` would wait for n bytes."""
+    while chunk := raw.read1(chunk_bytes):
+        yield chunk
+
+
 def _transfer_once(session: requests.Session, url: str, partial: Path, *, timeout_s: float, chunk_bytes: int,
-                   progress: bool, desc: str) -> _Transfer:
+                   progress: bool, desc: str, clock: _Clock | None = None) -> _Transfer:
     """One HTTP request that appends to (or restarts) ``partial``; raise _TransientError to be retried."""
+    clock = clock or _Clock(Limits(), url)
+    clock.new_attempt()
     have = partial.stat().st_size if partial.exists() else 0
+    overlap = min(RESUME_OVERLAP_BYTES, have)
     # identity: the bytes on disk must be the archive's bytes (a .fits.gz must not be transparently gunzipped)
     headers = {"Accept-Encoding": "identity"}
     if have > 0:
-        headers["Range"] = f"bytes={have}-"
+        headers["Range"] = f"bytes={have - overlap}-"
     try:
         resp = session.get(url, headers=headers, stream=True, timeout=(timeout_s, timeout_s))
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
@@ -254,9 +317,9 @@ def _transfer_once(session: requests.Session, url: str, partial: Path, *, timeou
             raise _permanent(url, f"HTTP {status} {resp.reason}")
         if status == HTTPStatus.PARTIAL_CONTENT:
             start, total = _parse_content_range(resp.headers.get("Content-Range"))
-            if start != have:
+            if start != have - overlap:
                 partial.unlink(missing_ok=True)
-                raise _TransientError(f"server resumed at byte {start}, not {have}; restarting")
+                raise _TransientError(f"server resumed at byte {start}, not {have - overlap}; restarting")
             mode = "ab"
         elif status == HTTPStatus.OK:
             if have:
@@ -267,11 +330,27 @@ def _transfer_once(session: requests.Session, url: str, partial: Path, *, timeou
             total = int(length) if length is not None and not encoded else None
         else:
             raise _permanent(url, f"unexpected HTTP {status} {resp.reason}")
+        if mode == "wb":
+            overlap = 0
+        expected_overlap = _tail(partial, overlap) if overlap else b""
         bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
                    disable=not progress, leave=False, mininterval=PROGRESS_INTERVAL_S)
+        head = b""  # the overlap as received, compared with the bytes on disk before anything is appended
         try:
             with open(partial, mode) as fh:
-                for chunk in resp.raw.stream(chunk_bytes, decode_content=False):
+                for chunk in _chunks(resp.raw, chunk_bytes):
+                    clock.received(len(chunk))
+                    if len(head) < overlap:
+                        take = overlap - len(head)
+                        head, chunk = head + chunk[:take], chunk[take:]
+                        if len(head) == overlap and head != expected_overlap:
+                            fh.close()
+                            partial.unlink()
+                            raise _TransientError(f"the resumed bytes {have - overlap}-{have - 1} differ from the "
+                                                  "ones already downloaded (a server that sent the wrong part); "
+                                                  "restarting from byte 0")
+                        if not chunk:
+                            continue
                     _write(fh, chunk, partial)
                     bar.update(len(chunk))
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ConnectionError,
@@ -289,7 +368,7 @@ def _transfer_once(session: requests.Session, url: str, partial: Path, *, timeou
 
 
 def _transfer(url: str, partial: Path, *, retries: int, backoff_s: float, timeout_s: float, chunk_bytes: int,
-              progress: bool, desc: str) -> _Transfer:
+              progress: bool, desc: str, clock: _Clock) -> _Transfer:
     """Bring ``partial`` to a complete transfer, resuming and retrying; DownloadError when it cannot.
 
     A failure after which the partial file grew does not use up a retry (a long transfer over a flaky line
@@ -302,10 +381,10 @@ def _transfer(url: str, partial: Path, *, retries: int, backoff_s: float, timeou
         while True:
             try:
                 return _transfer_once(session, url, partial, timeout_s=timeout_s, chunk_bytes=chunk_bytes,
-                                      progress=progress, desc=desc)
+                                      progress=progress, desc=desc, clock=clock)
             except _TransientError as exc:
                 size = partial.stat().st_size if partial.exists() else 0
-                if size > best:
+                if size > best and not isinstance(exc, _TooSlowError):
                     best, failures = size, 0
                 else:
                     failures += 1
@@ -314,14 +393,18 @@ def _transfer(url: str, partial: Path, *, retries: int, backoff_s: float, timeou
                 delay = backoff_s * 2 ** max(failures - 1, 0)
                 log.warning("%s: %s; retrying in %.1f s", url, exc, delay)
                 time.sleep(delay)
+                clock.check_deadline()
 
 
 def fetch(url: str, dest: str | Path, *, lock_file: str | Path, retries: int, backoff_s: float, timeout_s: float,
-          chunk_bytes: int, expect_filter: str | None = None, progress: bool = True) -> Path:
+          chunk_bytes: int, expect_filter: str | None = None, progress: bool = True, limits: Limits | None = None,
+          sha256: str | None = None) -> Path:
     """Download ``url`` to ``dest``: resumable, retried, verified, renamed atomically; return ``dest``.
 
     On the first successful download ``{url, size, sha256}`` is recorded in ``lock_file`` under the file's
-    name; later downloads must match it. An existing ``dest`` that verifies is kept as it is.
+    name; later downloads must match it. ``sha256`` (a checksum the archive publishes, from the config) is checked
+    before anything is recorded. ``limits``: a total deadline and a minimum throughput. An existing ``dest`` that
+    verifies is kept as it is.
     """
     dest, lock_file = Path(dest), Path(lock_file)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -329,13 +412,18 @@ def fetch(url: str, dest: str | Path, *, lock_file: str | Path, retries: int, ba
         return dest
     partial = dest.with_name(dest.name + PARTIAL_SUFFIX)
     last = ""
+    clock = _Clock(limits or Limits(), url)
     for attempt in range(retries + 1):
         transfer = _transfer(url, partial, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
-                             chunk_bytes=chunk_bytes, progress=progress, desc=dest.name)
+                             chunk_bytes=chunk_bytes, progress=progress, desc=dest.name, clock=clock)
         entry = read_lock(lock_file).get(dest.name)
+        published = {"sha256": sha256.lower()} if sha256 else None
         try:
-            size, digest = _verify(partial, dest.name, lock_entry=entry, expected_size=transfer.expected_size,
-                                   expect_filter=expect_filter)
+            if published is not None and entry is not None and entry.get("sha256") != published["sha256"]:
+                raise DownloadError(f"{lock_file}: the entry of {dest.name} has sha256 {entry.get('sha256')}, not "
+                                    f"the published {published['sha256']}; delete the entry to download it again")
+            size, digest = _verify(partial, dest.name, lock_entry=entry or published,
+                                   expected_size=transfer.expected_size, expect_filter=expect_filter)
         except VerificationError as exc:
             last = str(exc)
             log.warning("%s: downloaded file failed verification (%s); fetching it again", url, exc)

@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.surveys import Survey
+from workflow_scripts.imaging.stamps import nonfinite_stamps
 
 log = logging.getLogger(__name__)
 
@@ -371,8 +372,8 @@ def degrade(cube: np.ndarray, source_psf: np.ndarray | Sequence[np.ndarray], hsc
     """
     x = _as_cube(cube)
     n_bands = x.shape[1]
-    if not np.isfinite(x).all():
-        raise DegradeError("the cube has NaN or infinite pixels (cutouts with NaNs must be dropped before)")
+    if bad := nonfinite_stamps(x):
+        raise DegradeError(f"degrade: {bad} (cutouts with NaNs must be dropped before)")
     factor = integer_factor(hsc.pixel_scale, hires_scale)
     geo = _geometry(x.shape[-1], factor, None)
     if target_bands is None:

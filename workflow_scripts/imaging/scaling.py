@@ -13,7 +13,7 @@ import numpy as np
 from astropy.stats import sigma_clipped_stats
 
 
-from workflow_scripts.imaging.stamps import CutoutError
+from workflow_scripts.imaging.stamps import CutoutError, nonfinite_stamps
 
 log = logging.getLogger(__name__)
 #: asinh softening in units of the background sigma (Lupton+99 use ~ the noise; a few sigma keeps noise linear)
@@ -91,8 +91,8 @@ class AsinhScaling:
         arr = np.asarray(cube)
         if arr.size == 0:
             raise CutoutError("AsinhScaling.fit: empty cube")
-        if not np.isfinite(arr).all():
-            raise CutoutError("AsinhScaling.fit: the cube has NaN or infinite pixels")
+        if bad := nonfinite_stamps(arr):
+            raise CutoutError(f"AsinhScaling.fit: {bad}")
         rng = np.random.default_rng(seed)
         groups = [arr[:, b] for b in range(arr.shape[1])] if (per_band and arr.ndim == 4) else [arr]
         sig = (np.broadcast_to(np.asarray(sigma, dtype=np.float64), (len(groups),)) if sigma is not None

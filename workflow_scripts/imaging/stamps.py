@@ -261,6 +261,21 @@ def write_cutouts(path: str | Path, cutouts: CutoutSet, prov: Mapping[str, Any])
         hdul.writeto(tmp, overwrite=True)
 
 
+#: stamps listed by name in a message about bad pixels
+MAX_LISTED_STAMPS = 5
+
+
+def nonfinite_stamps(cube: np.ndarray) -> str:
+    """Where a stamp cube has NaN or infinite pixels, in words (``""`` when it has none): the first stamp
+    indexes (axis 0) and their count, for error messages that say which stamps to look at."""
+    arr = np.asarray(cube)
+    if arr.ndim < 3 or np.isfinite(arr).all():
+        return ""
+    bad = np.flatnonzero(~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1))
+    listed = ", ".join(str(i) for i in bad[:MAX_LISTED_STAMPS]) + (", ..." if len(bad) > MAX_LISTED_STAMPS else "")
+    return f"{len(bad)} of {arr.shape[0]} stamps have NaN or infinite pixels (stamps {listed})"
+
+
 def read_cutouts(path: str | Path) -> CutoutSet:
     """Read a file written by :func:`write_cutouts`; raise :class:`BoundaryError` with one line if it is bad."""
     path = Path(path)
@@ -279,6 +294,8 @@ def read_cutouts(path: str | Path) -> CutoutSet:
         raise BoundaryError(f"{path}: not a readable cutout file ({type(exc).__name__}: {exc})") from None
     if cube.ndim != 4:
         raise BoundaryError(f"{path}: the cutout cube must be 4-D (N, bands, y, x), got shape {cube.shape}")
+    if bad := nonfinite_stamps(cube):
+        raise BoundaryError(f"{path}: {bad}; remake it (its rule drops such cutouts)")
     kwargs = {} if rejected is None else {"rejected": rejected}
     return CutoutSet(cube=cube, bands=bands, table=table, pixel_scale=scale, zeropoints=zps, bunit=bunit,
                      summary=summary, **kwargs)
