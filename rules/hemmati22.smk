@@ -1,6 +1,9 @@
 # Deblending with GANs (Hemmati et al. 2022): cutouts -> HSC-like degradation -> blends + isolated controls ->
 # DCGAN and SR-GANs -> inference -> peaks on hi/lo/GAN images -> metrics, SOM, figures.
 # Reads only the data boundary of the configured survey and field (embedded or downloaded alike).
+# Every rule gets its config through params (the survey blocks via survey_params), the hash of the library code its
+# step imports (code) and the provenance of what it writes (lineage: the seed and the two surveys' hashes).
+from workflow_scripts.studies.hemmati22.paper import PHOTOMETRY_RUNS  # plain data: no heavy imports at parse time
 
 H22 = config["hemmati22"]
 H22_DIR = "results/hemmati22"
@@ -10,6 +13,12 @@ H22_SRGANS = [m for m, spec in H22["models"].items() if spec["kind"] == "srgan"]
 H22_DCGAN = next(m for m, spec in H22["models"].items() if spec["kind"] == "dcgan")
 H22_PSFS = [psf_file(H22_SURVEY.name, H22_FIELD, b) for b in H22_SURVEY.bands]
 H22_RES = H22["resources"]
+H22_SURVEY_PARAMS = survey_params(H22["survey"])
+H22_TARGET_PARAMS = survey_params(H22["target"]["survey"])
+H22_LINEAGE = lineage(H22["survey"], H22["target"]["survey"])
+#: DCGAN images of Fig 2 when the model's config names no n_samples (an 8 x 8 grid)
+H22_DCGAN_SAMPLES = 64
+H22_REPORT = "Hemmati+22 deblending"
 
 
 rule hemmati22_cutouts:
@@ -24,6 +33,9 @@ rule hemmati22_cutouts:
         summary=f"{H22_DIR}/selection.json",
     params:
         study=config_slice("hemmati22", "survey", "select", "cutout_size", "train_fraction"),
+        survey=H22_SURVEY_PARAMS,
+        code=code_version("steps/hemmati22/cutouts.py"),
+        lineage=H22_LINEAGE,
     log:
         f"{LOGS}/hemmati22/cutouts.log",
     benchmark:
@@ -52,7 +64,10 @@ rule hemmati22_samples:
         isolated_lo=f"{H22_DIR}/isolated_lo.fits",
     params:
         study=config_slice("hemmati22", "target", "band", "n_blends", "n_isolated", "max_offset_px"),
+        target=H22_TARGET_PARAMS,
         seed=config["seed"],
+        code=code_version("steps/hemmati22/samples.py"),
+        lineage=H22_LINEAGE,
     log:
         f"{LOGS}/hemmati22/samples.log",
     benchmark:
@@ -80,6 +95,11 @@ rule hemmati22_train:
         model=lambda w: H22["models"][w.model],
         study=config_slice("hemmati22", "survey", "band", "augment"),
         seed=config["seed"],
+        survey=H22_SURVEY_PARAMS,
+        device=config["device"],
+        processes=H22_RES.get("processes"),
+        code=code_version("steps/hemmati22/train.py"),
+        lineage=H22_LINEAGE,
     wildcard_constraints:
         model="|".join(H22["models"]),
     log:
@@ -110,6 +130,11 @@ rule hemmati22_infer:
         lowres=f"{H22_DIR}/{{sample}}_lo.fits",
     output:
         f"{H22_DIR}/gan/{{model}}_{{sample}}.fits",
+    params:
+        survey=H22_SURVEY_PARAMS,
+        device=config["device"],
+        code=code_version("steps/hemmati22/infer.py"),
+        lineage=H22_LINEAGE,
     wildcard_constraints:
         model="|".join(H22_SRGANS),
         sample="blends|isolated",
@@ -144,6 +169,10 @@ rule hemmati22_detect:
         peaks=f"{H22_DIR}/peaks.parquet",
     params:
         study=config_slice("hemmati22", "survey", "target", "band", "detection", "max_offset_px", "models"),
+        survey=H22_SURVEY_PARAMS,
+        target=H22_TARGET_PARAMS,
+        code=code_version("steps/hemmati22/detect.py"),
+        lineage=H22_LINEAGE,
     log:
         f"{LOGS}/hemmati22/detect.log",
     benchmark:
@@ -169,6 +198,8 @@ rule hemmati22_metrics:
         binned=f"{H22_DIR}/detection_fraction.parquet",
     params:
         study=config_slice("hemmati22", "gan_models"),
+        code=code_version("steps/hemmati22/metrics.py"),
+        lineage=H22_LINEAGE,
     log:
         f"{LOGS}/hemmati22/metrics.log",
     benchmark:
@@ -183,22 +214,77 @@ rule hemmati22_metrics:
         "../workflow_scripts/steps/hemmati22/metrics.py"
 
 
+rule hemmati22_som:
+    """The paper's 32x24 self-organising map of the blend parameters, trained once (weights + scaler) for Fig 6."""
+    input:
+        detections=rules.hemmati22_detect.output.blends,
+    output:
+        som=f"{H22_DIR}/som.npz",
+        cells=f"{H22_DIR}/som_cells.parquet",
+    params:
+        som=H22["som"],
+        seed=config["seed"],
+        code=code_version("steps/hemmati22/som.py"),
+        lineage=H22_LINEAGE,
+    log:
+        f"{LOGS}/hemmati22/som.log",
+    benchmark:
+        f"{BENCH}/hemmati22/som.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/photometry.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22/som.py"
+
+
+rule hemmati22_dcgan_samples:
+    """Images the trained DCGAN draws from seeded noise, in physical units (Fig 2)."""
+    input:
+        train=rules.hemmati22_cutouts.output.train,
+        generator=f"{H22_DIR}/models/{H22_DCGAN}/generator.pt",
+        scaling=f"{H22_DIR}/models/{H22_DCGAN}/scaling.json",
+    output:
+        f"{H22_DIR}/gan/{H22_DCGAN}_samples.fits",
+    params:
+        n_samples=H22["models"][H22_DCGAN].get("n_samples", H22_DCGAN_SAMPLES),
+        seed=config["seed"],
+        device=config["device"],
+        code=code_version("steps/hemmati22/dcgan_samples.py"),
+        lineage=H22_LINEAGE,
+    log:
+        f"{LOGS}/hemmati22/dcgan_samples.log",
+    benchmark:
+        f"{BENCH}/hemmati22/dcgan_samples.tsv"
+    threads: 1
+    resources:
+        gpu=H22_RES["gpu"],
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22/dcgan_samples.py"
 
 
 H22_FIG = "results/figures/hemmati22"
 H22_GAN = H22["gan_models"]["gan"]
 H22_GAN7 = H22["gan_models"]["gan7"]
+# one rule per figure (rule name -> file name, report subcategory, inputs); captions/hemmati22/{name}.rst
 H22_FIGURES = {
     "hemmati22_fig2": dict(
         name="fig2_dcgan_samples",
+        title="Fig 2: DCGAN samples",
         inputs=dict(
             train=rules.hemmati22_cutouts.output.train,
-            generator=f"{H22_DIR}/models/{H22_DCGAN}/generator.pt",
-            scaling=f"{H22_DIR}/models/{H22_DCGAN}/scaling.json",
+            samples=rules.hemmati22_dcgan_samples.output[0],
         ),
     ),
     "hemmati22_fig3": dict(
         name="fig3_superresolution",
+        title="Fig 3: super-resolution",
         inputs=dict(
             hi=rules.hemmati22_samples.output.isolated_hi,
             lo=rules.hemmati22_samples.output.isolated_lo,
@@ -207,6 +293,7 @@ H22_FIGURES = {
     ),
     "hemmati22_fig4": dict(
         name="fig4_blends_peaks",
+        title="Fig 4: blends and their peaks",
         inputs=dict(
             hi=rules.hemmati22_samples.output.blends_hi,
             lo=rules.hemmati22_samples.output.blends_lo,
@@ -217,14 +304,17 @@ H22_FIGURES = {
     ),
     "hemmati22_fig5": dict(
         name="fig5_detection_fraction",
+        title="Fig 5: detection fraction",
         inputs=dict(binned=rules.hemmati22_metrics.output.binned),
     ),
     "hemmati22_fig6": dict(
         name="fig6_som",
-        inputs=dict(detections=rules.hemmati22_detect.output.blends),
+        title="Fig 6: self-organising map",
+        inputs=dict(detections=rules.hemmati22_detect.output.blends, som=rules.hemmati22_som.output.som),
     ),
     "hemmati22_fig8": dict(
         name="fig8_multiband_peaks",
+        title="Fig 8: 7-band blends and their peaks",
         inputs=dict(
             hi=rules.hemmati22_samples.output.blends_hi,
             lo=rules.hemmati22_samples.output.blends_lo,
@@ -235,9 +325,11 @@ H22_FIGURES = {
     ),
     "hemmati22_fig9": dict(
         name="fig9_one_vs_seven_bands",
+        title="Fig 9: one vs seven bands",
         inputs=dict(binned=rules.hemmati22_metrics.output.binned),
     ),
 }
+
 
 for _rule, _fig in H22_FIGURES.items():
 
@@ -249,11 +341,16 @@ for _rule, _fig in H22_FIGURES.items():
         input:
             **_fig["inputs"],
         output:
-            png=f"{H22_FIG}/{_fig['name']}.png",
-            pdf=f"{H22_FIG}/{_fig['name']}.pdf",
+            # in the report under the figure's subcategory, with its caption
+            png=report(f"{H22_FIG}/{_fig['name']}.png", caption=f"captions/hemmati22/{_fig['name']}.rst",
+                       category=H22_REPORT, subcategory=_fig["title"]),
+            pdf=report(f"{H22_FIG}/{_fig['name']}.pdf", caption=f"captions/hemmati22/{_fig['name']}.rst",
+                       category=H22_REPORT, subcategory=_fig["title"]),
         params:
-            study={**config_slice("hemmati22", "band", "models", "gan_models", "som"), "dcgan": H22_DCGAN},
+            study=config_slice("hemmati22", "band", "gan_models"),
             bands=H22_SURVEY.band_names,
+            code=code_version("steps/hemmati22/figure.py"),
+            lineage=H22_LINEAGE,
         log:
             f"{LOGS}/hemmati22/{_rule}.log",
         benchmark:
@@ -263,7 +360,7 @@ for _rule, _fig in H22_FIGURES.items():
             mem_mb=3000,
             runtime=10,
         conda:
-            "../envs/torch.yaml"
+            "../envs/photometry.yaml"  # galsim (blend files), scikit-learn + minisom (SOM)
         script:
             "../workflow_scripts/steps/hemmati22/figure.py"
 
@@ -278,7 +375,8 @@ for _rule, _fig in H22_FIGURES.items():
 PHOT = config["photometry"]
 PHOT_RES = PHOT["resources"]
 PHOT_DIR = f"{H22_DIR}/photometry"
-PHOT_RUNS = ["lo_at_lo", "lo_at_gan", "hi_at_hi"]
+H22_FIG7_TITLE = "Fig 7: photometry"
+PHOT_RUNS = list(PHOTOMETRY_RUNS)
 
 
 rule hemmati22_photometry:
@@ -295,8 +393,12 @@ rule hemmati22_photometry:
     params:
         photometry=PHOT,
         study=config_slice("hemmati22", "survey", "band", "target", "gan_models"),
+        survey=H22_SURVEY_PARAMS,
+        target=H22_TARGET_PARAMS,
         device=config["device"],
         seed=config["seed"],
+        code=code_version("steps/hemmati22/photometry.py"),
+        lineage=H22_LINEAGE,
     log:
         f"{LOGS}/hemmati22/photometry_{{run}}.log",
     benchmark:
@@ -325,6 +427,8 @@ rule hemmati22_photometry_summary:
         photometry=PHOT,
         band=H22["band"],
         seed=config["seed"],
+        code=code_version("steps/hemmati22/photometry_summary.py"),
+        lineage=H22_LINEAGE,
     log:
         f"{LOGS}/hemmati22/photometry_summary.log",
     benchmark:
@@ -346,10 +450,14 @@ rule hemmati22_fig7:
         gp=rules.hemmati22_photometry_summary.output.gp,
         summary=rules.hemmati22_photometry_summary.output.summary,
     output:
-        png=f"{H22_FIG}/fig7_photometry.png",
-        pdf=f"{H22_FIG}/fig7_photometry.pdf",
+        png=report(f"{H22_FIG}/fig7_photometry.png", caption="captions/hemmati22/fig7_photometry.rst",
+                   category=H22_REPORT, subcategory=H22_FIG7_TITLE),
+        pdf=report(f"{H22_FIG}/fig7_photometry.pdf", caption="captions/hemmati22/fig7_photometry.rst",
+                   category=H22_REPORT, subcategory=H22_FIG7_TITLE),
     params:
         band=H22["band"],
+        code=code_version("steps/hemmati22/fig7.py"),
+        lineage=H22_LINEAGE,
     log:
         f"{LOGS}/hemmati22/hemmati22_fig7.log",
     benchmark:
@@ -368,5 +476,6 @@ rule hemmati22_all:
     """Everything of the deblending study: metrics and every figure."""
     input:
         rules.hemmati22_metrics.output.metrics,
+        rules.hemmati22_som.output.cells,
         [f"{H22_FIG}/{fig['name']}.{ext}" for fig in H22_FIGURES.values() for ext in ("png", "pdf")],
         [f"{H22_FIG}/fig7_photometry.{ext}" for ext in ("png", "pdf")],

@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 
 from workflow_scripts.studies.hemmati22.gans import augment, dihedral
-from workflow_scripts.studies.hemmati22.detect import detect, search_radius_arcsec
+from workflow_scripts.errors import PipelineError
+from workflow_scripts.imaging.degrade import RebinGeometry
+from workflow_scripts.imaging.stamps import CutoutSet
+from workflow_scripts.studies.hemmati22.blends import BlendSet
+from workflow_scripts.studies.hemmati22.detect import detect, detect_samples, search_radius_arcsec, srgan_models
+from workflow_scripts.surveys import get_survey
 from workflow_scripts.detection.peaks import detection_stack, filtered_snr
 from workflow_scripts.studies.hemmati22.selection import isolated_only
 from workflow_scripts.detection.prominence import prominent
@@ -141,3 +146,89 @@ def test_noise_floor_keeps_texture_on_a_noiseless_gan_image_insignificant():
     assert not floored["false_positive"].iloc[0] and len(peaks[0]) == 1
     with pytest.raises(Exception, match="noise_floor"):
         detect(clean[None, None], truth, noise_floor=np.array([np.nan]), **kw)
+
+
+# ------------------------------------------------------------------------------ every method on both samples
+GEOMETRY = RebinGeometry(64, 21, 3.0)
+BLEND_OFFSETS = [((-8, 3), (8, -3)), ((0, -9), (2, 9)), ((-9, -6), (9, 6))]
+
+
+def _sample(kind: str, bands: list[str], noise: float, seed: int) -> tuple[BlendSet, CutoutSet]:
+    """Blends of two equal galaxies well apart (or single galaxies) at known positions, the same image in every
+    band, and their 3x3-binned low-res versions."""
+    gal = galsim.Exponential(half_light_radius=0.12, flux=600.0)
+    offsets = BLEND_OFFSETS if kind == "blend" else [((0, 0),)] * len(BLEND_OFFSETS)
+    images = np.stack([render([gal] * len(o), o, noise=noise, seed=seed + i) for i, o in enumerate(offsets)])
+    cube = np.repeat(images[:, None], len(bands), axis=1).astype(np.float32)
+    lo = cube[..., :63, :63].reshape(*cube.shape[:2], 21, 3, 21, 3).sum(axis=(3, 5))
+    cols = {}
+    for k in range(len(offsets[0])):
+        x = np.array([31.5 + o[k][0] for o in offsets])
+        y = np.array([31.5 + o[k][1] for o in offsets])
+        xlo, ylo = GEOMETRY.to_low(x, y)
+        suffix = f"_{k + 1}" if kind == "blend" else ""
+        cols.update({f"x{suffix}": x, f"y{suffix}": y, f"xlo{suffix}": xlo, f"ylo{suffix}": ylo})
+    ids = {"blend_id" if kind == "blend" else "iso_id": np.arange(len(offsets))}
+    truth = pd.DataFrame({**ids, **cols, "sep_over_fwhm_sum": 1.0, "unused": 0.0})
+    zps = [25.0] * len(bands)
+    hi = BlendSet(cube=cube, bands=bands, truth=truth, pixel_scale=SCALE, zeropoints=zps, kind=kind,
+                  ref_band=bands[0], geometry=GEOMETRY)
+    return hi, CutoutSet(cube=lo, bands=bands, table=truth, pixel_scale=0.18, zeropoints=zps)
+
+
+def test_detect_samples_finds_known_blends_in_every_method_and_no_false_positives(config):
+    study = config["hemmati22"]
+    survey, target = get_survey(config, study["survey"]), get_survey(config, study["target"]["survey"])
+    bands = list(survey.bands)
+    gans = srgan_models(study)
+    samples = {}
+    for name, kind, seed in (("blends", "blend", 10), ("isolated", "isolated", 20)):
+        hi, lo = _sample(kind, bands, noise=1.0, seed=seed)
+        # a GAN image: the hi-res image without its noise (what a generator drawing no noise would give); the
+        # 1-band GANs get the study's band, the others every band
+        clean, _ = _sample(kind, bands, noise=1e-3, seed=seed)
+        gan_sets = {}
+        for m in gans:
+            gb = [study["band"]] if study["models"][m]["bands"] == "one" else bands
+            idx = [bands.index(b) for b in gb]
+            gan_sets[m] = CutoutSet(cube=clean.cube[:, idx], bands=gb, table=hi.truth, pixel_scale=SCALE,
+                                    zeropoints=[25.0] * len(gb))
+        samples[name] = (hi, lo, gan_sets)
+    psfs = {b: psf_image() for b in bands}
+    tables, peaks = detect_samples(samples, survey=survey, target=target, study=study, psfs=psfs)
+
+    blends, isolated = tables["blends"], tables["isolated"]
+    methods = ["hi", "lo", "hi7", "lo7", *gans]
+    assert [c for c in blends.columns if c.startswith("outcome_")] == [f"outcome_{m}" for m in methods]
+    assert "unused" not in blends.columns and blends["blend_id"].tolist() == [0, 1, 2]
+    assert not any(c.startswith("false_positive_") for c in blends.columns)
+    for m in ("hi", "hi7", *gans):      # resolved pairs: both found, on hi-res and (noise floor) GAN images alike
+        assert blends[f"outcome_{m}"].tolist() == ["both"] * 3, m
+        assert blends[f"n_peaks_{m}"].tolist() == [2] * 3, m
+        assert not isolated[f"false_positive_{m}"].any(), m
+        assert isolated[f"n_peaks_{m}"].tolist() == [1] * 3, m
+    assert set(blends["outcome_lo"]) <= {"both", "one", "none"}
+    # the peaks table: sample, method, stamp index and position, at the true centres
+    assert list(peaks.columns) == ["sample", "method", "index", "x", "y"]
+    hi_peaks = peaks[(peaks["sample"] == "blends") & (peaks["method"] == "hi")]
+    for i, offsets in enumerate(BLEND_OFFSETS):
+        found = hi_peaks.loc[hi_peaks["index"] == i, ["x", "y"]].to_numpy()
+        true = 31.5 + np.array(offsets, dtype=float)
+        d = np.hypot(*(found[:, None] - true[None]).transpose(2, 0, 1)).min(axis=0)
+        assert (d < 1.5).all(), (i, found, true)
+    assert set(peaks.loc[peaks["sample"] == "isolated", "method"]) == set(methods)
+
+
+def test_detect_samples_refuses_a_run_without_any_peak(config):
+    study = config["hemmati22"]
+    survey, target = get_survey(config, study["survey"]), get_survey(config, study["target"]["survey"])
+    hi, lo = _sample("blend", list(survey.bands), noise=1.0, seed=1)
+    rng = np.random.default_rng(2)   # noise only: nothing reaches 5 sigma of the matched filter
+    noise = BlendSet(cube=rng.normal(0, 1, hi.cube.shape).astype(np.float32), bands=hi.bands, truth=hi.truth,
+                     pixel_scale=SCALE, zeropoints=hi.zeropoints, kind="blend", ref_band=hi.ref_band,
+                     geometry=GEOMETRY)
+    noise_lo = CutoutSet(cube=rng.normal(0, 1, lo.cube.shape).astype(np.float32), bands=lo.bands, table=lo.table,
+                         pixel_scale=0.18, zeropoints=lo.zeropoints)
+    with pytest.raises(PipelineError, match="no peak on any stamp"):
+        detect_samples({"blends": (noise, noise_lo, {})}, survey=survey, target=target, study=study,
+                       psfs={b: psf_image() for b in survey.bands})

@@ -363,3 +363,20 @@ def test_positions_map_to_the_same_sky():
     a_lo = h22._to_arcsec(to_low(xy), N_LO, S_LO)
     np.testing.assert_allclose(a_hi, a_lo, atol=1e-12)
     np.testing.assert_allclose(a_hi[1], [0.0, 0.0], atol=1e-12)
+
+
+def test_paper_values_labels_and_colours_have_one_home():
+    """figures.py, figures_photometry.py, som.py and photometry.py take the paper's values, run names, labels and
+    colours from paper.py (the same objects, not copies that could drift)."""
+    from workflow_scripts.studies.hemmati22 import figures_photometry as fp
+    from workflow_scripts.studies.hemmati22 import paper
+    from workflow_scripts.studies.hemmati22 import photometry as phot
+    from workflow_scripts.studies.hemmati22 import som
+
+    assert h22.PAPER_DETECTION_FRACTION is paper.PAPER["detection_fraction"]
+    assert h22.PARAMETERS is paper.FIG5_PARAMETERS and h22.PARAMETER_LABELS is paper.PARAMETER_LABELS
+    assert h22.METHOD_COLOURS is paper.METHOD_COLOURS and h22.METHOD_LABELS is paper.METHOD_LABELS
+    assert fp.RUN_COLOURS is paper.RUN_COLOURS and fp.RUN_LABELS is paper.RUN_LABELS is phot.RUN_LABELS
+    assert phot.RUNS is paper.PHOTOMETRY_RUNS and phot.PAPER is paper.PAPER_PHOTOMETRY
+    assert som.SOM_FEATURES is paper.BLEND_PARAMETERS and som.SOM_SHAPE == paper.SOM_SHAPE == (32, 24)
+    assert set(paper.RUN_COLOURS) == set(paper.RUN_LABELS) == set(paper.PHOTOMETRY_RUNS)

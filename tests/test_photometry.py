@@ -26,7 +26,8 @@ from workflow_scripts.photometry import (FLAG_BAD_POSITION, FLAG_NO_DATA, FLAG_N
 from workflow_scripts.photometry import mixtures
 from workflow_scripts.photometry.mixtures import galaxy_mixture, render_mixture, sersic_equivalent
 from workflow_scripts.studies.hemmati22.photometry import (blend_photometry, delta_stats, dominant_source, gp_curves,
-                                                           noise_sigma, photometry_summary, positions_from_peaks)
+                                                           noise_sigma, photometry_summary, positions_from_peaks,
+                                                           read_table, summarise_runs, write_table)
 
 LOWRES_FWHM = 0.6 / 0.18   # HSC-like PSF in low-res pixels (the study's photometry images)
 HIRES_FWHM = 1.5           # HST-like PSF in hi-res pixels (undersampled: fitted on the oversampled ePSF)
@@ -416,6 +417,27 @@ def test_study_tables_match_the_dominant_source_and_summarise():
     imp = summary["ours"]["improvement_factor"]
     assert imp["bias"] > 5 and summary["paper"]["improvement_factor_min"] == 10
     np.testing.assert_allclose(flux_to_mag([100.0, -1.0], 25.0), [20.0, np.nan])
+
+
+def test_summarise_runs_is_the_per_run_chain_and_tables_keep_their_facts(tmp_path):
+    """The summary step's library call: dominant source, GP and photometry.json of each run, named by its table."""
+    psf, images, truth_xy, fluxes = blend_images(0.5, 30, seed=12)
+    truth = synthetic_truth(30)
+    eng = engine_for()
+    kw = dict(band="F775W", zeropoint=25.0, radius_px=2.0, truth_xy=np.repeat(truth_xy[None], 30, 0))
+    tables = {"lo_at_lo": blend_photometry(eng.fit(images, [truth_xy[:1]] * 30, 0.5), truth, run="lo_at_lo", **kw),
+              "lo_at_gan": blend_photometry(eng.fit(images, [truth_xy] * 30, 0.5), truth, run="lo_at_gan", **kw)}
+    facts = {"engine": "mixture", "model": "exp"}
+    for run, table in tables.items():
+        write_table(tmp_path / f"{run}.parquet", table, {"seed": 1}, {"run": run, **facts})
+    runs = {run: read_table(tmp_path / f"{run}.parquet") for run in tables}
+    assert runs["lo_at_gan"][1] == {"run": "lo_at_gan", **facts}
+    summary, dominant, gp = summarise_runs(runs, truth, "F775W", gp={"max_points": 50, "restarts": 0}, seed=1)
+    doms = {run: dominant_source(table, truth, "F775W") for run, table in tables.items()}
+    expected = photometry_summary(doms, engine="mixture", model="exp")
+    assert summary["ours"] == expected["ours"] and summary["engine"] == "mixture" and set(summary["gp"]) == set(tables)
+    assert list(dominant["run"].unique()) == ["lo_at_lo", "lo_at_gan"] and len(dominant) == 60
+    assert set(gp["run"]) == set(tables) and {"mag", "mean", "std"} <= set(gp.columns)
 
 
 def test_noise_sigma_ignores_empty_corners():

@@ -120,3 +120,32 @@ def test_plot_som_writes_png_and_pdf(trained, tmp_path):
     assert (tmp_path / "fig" / "som.png").stat().st_size > 10_000
     assert (tmp_path / "fig" / "som.pdf").stat().st_size > 10_000
     assert len([ax for ax in fig.axes if ax.get_images()]) == 3 + 1 + 4
+
+
+def test_saved_map_gives_the_same_cells_and_figure_inputs(trained, tmp_path):
+    """The rule hemmati22_som keeps the map; Fig 6 reads it back: same winners, counts, means and codebook."""
+    feats, som, scaler = trained
+    path = tmp_path / "som.npz"
+    S.save_som(path, som, scaler, {"seed": 3, "provenance": {"seed": 3}})
+    som2, scaler2, info = S.load_som(path)
+    assert info == {"seed": 3, "provenance": {"seed": 3}}
+    assert list(scaler2.feature_names_in_) == list(S.SOM_FEATURES)
+    assert np.array_equal(S.winners(som, scaler, feats), S.winners(som2, scaler2, feats))
+    assert np.array_equal(S.codebook(som, scaler), S.codebook(som2, scaler2))
+    outcome = {"hi": feats["sep_over_fwhm_sum"].to_numpy() > 1.0}
+    np.testing.assert_array_equal(S.cell_means(som, scaler, feats, outcome)["hi"],
+                                  S.cell_means(som2, scaler2, feats, outcome)["hi"])
+    cells = S.cell_table(som2, scaler2, feats.assign(dz=feats["dz"].where(feats.index != 5)), feats["blend_id"])
+    assert list(cells.columns) == ["id", "som_i", "som_j", "cell"] and len(cells) == len(feats)
+    assert cells.loc[5, ["som_i", "som_j", "cell"]].tolist() == [-1, -1, -1]          # a NaN feature: no cell
+    ok = cells.drop(index=5)
+    assert (ok["cell"] == ok["som_i"] * 24 + ok["som_j"]).all() and ok["som_i"].between(0, 31).all()
+
+
+def test_loading_a_bad_som_file_names_it(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an npz")
+    with pytest.raises(S.SOMError, match="bad.npz"):
+        S.load_som(bad)
+    with pytest.raises(S.SOMError, match="missing.npz"):
+        S.load_som(tmp_path / "missing.npz")

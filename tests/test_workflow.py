@@ -124,6 +124,14 @@ def test_ci_deblending_study_end_to_end(ci_run: Path):
     config = load_config(CI)
     study = config["hemmati22"]
     metrics = json.loads((ci_run / "results/hemmati22/metrics.json").read_text())
+    from workflow_scripts.metrics import validate_metrics
+    validate_metrics(metrics, "results/hemmati22/metrics.json")   # the shared schema: {study, entries, ...}
+    entries = {e["id"]: e for e in metrics["entries"]}
+    assert metrics["study"] == "hemmati22" and {
+        "detection_fraction_hi", "detection_fraction_lo", "detection_fraction_gan", "detection_fraction_gan7",
+        "false_positive_rate_gan", "photometry_improvement"} <= set(entries)
+    assert entries["detection_fraction_hi"]["paper"] == 0.80 and entries["photometry_improvement"]["paper"] == ">10x"
+    assert entries["detection_fraction_hi"]["ours"] == metrics["by_method"]["hi"]["detection_fraction"]
     assert metrics["n_blends"] == study["n_blends"] and metrics["n_isolated"] == study["n_isolated"]
     assert metrics["paper"]["detection_fraction"] == {"hi": 0.80, "lo": 0.10, "gan": 0.50}
     ours = metrics["by_method"]

@@ -11,13 +11,12 @@ except ImportError:
 from workflow_scripts.imaging.stamps import write_cutouts
 from workflow_scripts.studies.hemmati22.selection import prepare_cutouts
 from workflow_scripts.io import atomic_path, read_catalog, read_mosaic
-from workflow_scripts.steps._common import run, step_provenance
-from workflow_scripts.surveys import get_survey
+from workflow_scripts.steps._common import run, step_provenance, step_survey
 
 
 def main(snakemake: Any, log: Any) -> None:
     study = snakemake.params.study
-    survey = get_survey(snakemake.config, study["survey"])
+    survey = step_survey(snakemake)
     mosaics = {band: read_mosaic(path) for band, path in zip(survey.bands, snakemake.input.images)}
     catalog = read_catalog(snakemake.input.catalog)
     train, blend, summary = prepare_cutouts(mosaics, catalog, study, survey.pixel_scale)

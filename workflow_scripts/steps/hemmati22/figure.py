@@ -1,6 +1,5 @@
 """Rules `hemmati22_fig{2,3,4,5,6,8,9}`: one paper figure each, from the study's files (dispatch on the rule)."""
 
-import json
 from typing import Any
 
 try:  # rule scripts: put the repository on sys.path (Snakemake adds this folder to sys.path)
@@ -11,14 +10,12 @@ except ImportError:
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.studies.hemmati22.blends import read_blends
-from workflow_scripts.imaging.scaling import AsinhScaling
 from workflow_scripts.imaging.stamps import read_cutouts
-from workflow_scripts.studies.hemmati22.paper import BLEND_PARAMETERS, FIG5_PARAMETERS, PAPER
-from workflow_scripts.studies.hemmati22.gans import dcgan_samples
-from workflow_scripts.studies.hemmati22.metrics import showcase_blends
 from workflow_scripts.studies.hemmati22 import figures as figs
-from workflow_scripts.studies.hemmati22.som import plot_som, train_som
+from workflow_scripts.studies.hemmati22.blends import read_blends
+from workflow_scripts.studies.hemmati22.metrics import showcase_blends
+from workflow_scripts.studies.hemmati22.paper import BLEND_PARAMETERS, FIG5_PARAMETERS, METHOD_LABELS, PAPER
+from workflow_scripts.studies.hemmati22.som import load_som, plot_som
 from workflow_scripts.steps._common import run
 
 
@@ -32,12 +29,9 @@ def _peaks(table: pd.DataFrame, sample: str, method: str, indexes: Any) -> list[
 
 
 def fig2(snakemake: Any, study: dict) -> None:
-    spec = json.loads(open(snakemake.input.scaling).read())
-    real = _band_slice(read_cutouts(snakemake.input.train), spec["bands"])[:, 0]
-    n = min(len(real), study["models"][study["dcgan"]].get("n_samples", 64))
-    fake = dcgan_samples(snakemake.input.generator, n, snakemake.config["seed"], AsinhScaling.from_dict(spec["hi"]),
-                         snakemake.config["device"])[:, 0]
-    figs.fig2_dcgan_samples(real[:n], fake, snakemake.output.png, snakemake.output.pdf)
+    fake = read_cutouts(snakemake.input.samples)
+    real = _band_slice(read_cutouts(snakemake.input.train), fake.bands)[: fake.n, 0]
+    figs.fig2_dcgan_samples(real, fake.cube[:, 0], snakemake.output.png, snakemake.output.pdf)
 
 
 def fig3(snakemake: Any, study: dict) -> None:
@@ -106,15 +100,13 @@ def fig9(snakemake: Any, study: dict) -> None:
 
 def fig6(snakemake: Any, study: dict) -> None:
     detections = pd.read_parquet(snakemake.input.detections)
-    features = detections[list(BLEND_PARAMETERS)]
-    cfg = study["som"]
-    som, scaler = train_som(features, shape=tuple(cfg["shape"]), seed=snakemake.config["seed"],
-                            iterations=cfg["iterations"], sigma=cfg["sigma"], learning_rate=cfg["learning_rate"])
+    som, scaler, _ = load_som(snakemake.input.som)
     gan = study["gan_models"]["gan"]
     outcomes = {"hi": detections["outcome_hi"] == "both", "lo": detections["outcome_lo"] == "both",
                 "GAN": detections[f"outcome_{gan}"] == "both"}
-    plot_som(som, scaler, features, {k: v.to_numpy() for k, v in outcomes.items()}, snakemake.output.png,
-             titles={"hi": "high-res", "lo": "low-res", "GAN": f"GAN ({gan})"})
+    plot_som(som, scaler, detections[list(BLEND_PARAMETERS)], {k: v.to_numpy() for k, v in outcomes.items()},
+             snakemake.output.png, titles={"hi": METHOD_LABELS["hi"], "lo": METHOD_LABELS["lo"],
+                                           "GAN": f"{METHOD_LABELS['gan']} ({gan})"})
 
 
 FIGURES = {"hemmati22_fig2": fig2, "hemmati22_fig3": fig3, "hemmati22_fig4": fig4, "hemmati22_fig5": fig5,

@@ -1,4 +1,5 @@
-"""Rule `hemmati22_metrics`: metrics.json (ours beside the paper's) and the binned detection fractions."""
+"""Rule `hemmati22_metrics`: metrics.json (headline entries, ours beside the paper's) and the binned detection
+fractions."""
 
 import json
 from typing import Any
@@ -10,20 +11,19 @@ except ImportError:
 
 import pandas as pd
 
-from workflow_scripts.studies.hemmati22.metrics import binned_fractions, summarise
 from workflow_scripts.io import atomic_path
+from workflow_scripts.metrics import validate_metrics
 from workflow_scripts.steps._common import run, step_provenance
+from workflow_scripts.studies.hemmati22.metrics import binned_fractions, summarise
 
 
 def main(snakemake: Any, log: Any) -> None:
     blends = pd.read_parquet(snakemake.input.blends)
     isolated = pd.read_parquet(snakemake.input.isolated)
-    metrics = summarise(blends, isolated, snakemake.params.study["gan_models"])
-    if "photometry" in snakemake.input.keys():  # photometry.json of rules/photometry.smk (paper: > 10x)
-        metrics["photometry"] = json.loads(open(snakemake.input.photometry).read())
+    photometry = json.loads(open(snakemake.input.photometry).read())
+    metrics = summarise(blends, isolated, snakemake.params.study["gan_models"], photometry)
     metrics["provenance"] = step_provenance(snakemake, "derived")
-    log.info("detection fraction (both found): %s; paper %s", metrics["ours"]["detection_fraction"],
-             metrics["paper"]["detection_fraction"])
+    validate_metrics(metrics, snakemake.output.metrics)
     with atomic_path(snakemake.output.metrics) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))
     with atomic_path(snakemake.output.binned) as tmp:

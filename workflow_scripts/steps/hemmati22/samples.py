@@ -14,13 +14,12 @@ from workflow_scripts.imaging.stamps import CutoutSet, read_cutouts, write_cutou
 from workflow_scripts.studies.hemmati22.samples import degrade_cube
 from workflow_scripts.data.psf import read_psf
 from workflow_scripts.steps._common import run, step_provenance
-from workflow_scripts.surveys import get_survey
+from workflow_scripts.surveys import Survey
 
 
 def main(snakemake: Any, log: Any) -> None:
-    config = snakemake.config
     study = snakemake.params.study
-    target = get_survey(config, study["target"]["survey"])
+    target = Survey.from_config(snakemake.params.target["name"], snakemake.params.target)
     tband, profile = study["target"]["band"], study["target"]["profile"]
     rng = np.random.default_rng([snakemake.params.seed, 22])
     train = read_cutouts(snakemake.input.train)

@@ -41,6 +41,8 @@ from matplotlib.colors import AsinhNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from workflow_scripts.plotting.save import FigureError, save_figure  # noqa: E402
+from workflow_scripts.studies.hemmati22.paper import (FIG5_PARAMETERS, METHOD_COLOURS, METHOD_LABELS,  # noqa: E402
+                                                      PAPER, PARAMETER_LABELS)
 
 __all__ = [
     "FigureError",
@@ -61,19 +63,10 @@ __all__ = [
     "BINNED_COLUMNS",
 ]
 
-#: the four blend parameters of fig. 5, in the paper's order
-PARAMETERS = ("sep_over_fwhm_sum", "dmag", "fwhm_sum", "dz")
-PARAMETER_LABELS = {
-    "sep_over_fwhm_sum": "separation / sum FWHM",
-    "dmag": "\u0394mag",
-    "fwhm_sum": "sum FWHM [arcsec]",
-    "dz": "\u0394z",
-}
-#: colours as in the paper (high-res black, low-res red, GAN blue); 7-band GAN purple
-METHOD_COLOURS = {"hi": "black", "lo": "tab:red", "gan": "tab:blue", "gan1": "tab:blue", "gan7": "tab:purple"}
-METHOD_LABELS = {"hi": "high-res", "lo": "low-res", "gan": "GAN", "gan1": "GAN 1-band", "gan7": "GAN 7-band"}
-#: headline blend detection fractions quoted in the paper (sec. 4): ~80 / 10 / 50 % for high-res / low-res / GAN
-PAPER_DETECTION_FRACTION = {"hi": 0.8, "lo": 0.1, "gan": 0.5}
+#: the four blend parameters of fig. 5, in the paper's order; headline blend detection fractions of the paper
+#: (sec. 4): both from :mod:`.paper`, as are the labels and colours
+PARAMETERS = FIG5_PARAMETERS
+PAPER_DETECTION_FRACTION = PAPER["detection_fraction"]
 #: columns of a binned detection-fraction table (long format: one row per bin and method)
 BINNED_COLUMNS = ("centre", "left", "right", "count", "method", "fraction", "ci_low", "ci_high")
 

@@ -25,11 +25,10 @@ from scipy.stats import gaussian_kde  # noqa: E402
 
 
 from workflow_scripts.plotting.save import FigureError, save_figure  # noqa: E402
+from workflow_scripts.studies.hemmati22.paper import PAPER_PHOTOMETRY, RUN_COLOURS, RUN_LABELS  # noqa: E402
 
 __all__ = ["fig7_photometry", "RUN_COLOURS", "RUN_LABELS", "SIGMA_LEVELS"]
 
-RUN_COLOURS = {"lo_at_lo": "tab:red", "lo_at_gan": "tab:blue", "hi_at_hi": "black"}
-RUN_LABELS = {"lo_at_lo": "low-res positions", "lo_at_gan": "GAN positions", "hi_at_hi": "high-res (reference)"}
 #: fractions of a 2-D Gaussian within 1 and 2 sigma
 SIGMA_LEVELS = (1 - np.exp(-0.5), 1 - np.exp(-2.0))
 #: fewest points for a density contour
@@ -143,5 +142,5 @@ def _summary_text(summary: Mapping[str, Any]) -> str:
             return "n/a" if v is None else f"x{v:.2f}"
 
         lines.append(f"GAN vs low-res: scatter {times(imp.get('scatter'))}, bias {times(imp.get('bias'))}")
-        lines.append(f"paper: {summary.get('paper', {}).get('improvement_factor', '>10')}x")
+        lines.append(f"paper: {summary.get('paper', PAPER_PHOTOMETRY)['improvement_factor']}x")
     return "\n".join(lines)

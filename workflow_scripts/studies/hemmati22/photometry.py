@@ -27,10 +27,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.detection import estimate_noise_sigma, match_peaks
-from workflow_scripts.io import atomic_path
-from workflow_scripts.photometry import flux_to_mag
+from workflow_scripts.detection import estimate_noise_sigma, match_peaks, truth_positions
+from workflow_scripts.imaging.stamps import CutoutSet
+from workflow_scripts.photometry import FLAG_NAMES, FitSettings, flux_to_mag, get_engine
 from workflow_scripts.photometry.mixtures import PhotometryError
+from workflow_scripts.studies.hemmati22.blends import BlendSet
+from workflow_scripts.studies.hemmati22.detect import lowres_psf
+from workflow_scripts.studies.hemmati22.paper import PAPER_PHOTOMETRY as PAPER
+from workflow_scripts.studies.hemmati22.paper import PHOTOMETRY_RUNS as RUNS
+from workflow_scripts.studies.hemmati22.paper import RUN_LABELS
+from workflow_scripts.studies.hemmati22.tables import read_table, write_table
+from workflow_scripts.surveys import Survey
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +52,14 @@ __all__ = [
     "delta_stats",
     "photometry_summary",
     "gp_curves",
+    "fit_settings",
+    "run_photometry",
+    "summarise_runs",
     "write_table",
+    "read_table",
 ]
 
-#: run -> (image grid the fit is done on, peaks used: "lo", "gan" or "hi")
-RUNS: dict[str, tuple[str, str]] = {"lo_at_lo": ("lowres", "lo"), "lo_at_gan": ("lowres", "gan"),
-                                    "hi_at_hi": ("hires", "hi")}
-RUN_LABELS = {"lo_at_lo": "low-res positions", "lo_at_gan": "GAN positions", "hi_at_hi": "high-res (reference)"}
-#: Hemmati+22: photometry at GAN positions is more than 10x better (scatter and bias of delta-mag) than at low-res
-PAPER = {"improvement_factor": ">10", "improvement_factor_min": 10.0}
+# RUNS (run -> image grid of the fit, peaks used), RUN_LABELS and PAPER (the paper's > 10x) come from .paper
 NMAD = 1.4826
 
 
@@ -266,18 +272,91 @@ def gp_curves(mag: Any, dmag: Any, *, grid: np.ndarray | None = None, max_points
              "log_marginal_likelihood": float(gpr.log_marginal_likelihood_value_)})
 
 
-def write_table(path: Any, df: pd.DataFrame, prov: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
-    """Write a Parquet table atomically with provenance (and ``extra`` facts) in its metadata, as the boundary
-    catalogues are (:func:`workflow_scripts.io.read_provenance` reads it back)."""
-    import json
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+# ------------------------------------------------------------------------------------------- the two steps
+def fit_settings(phot: Mapping[str, Any], device: str) -> FitSettings:
+    """The engine's settings from the ``photometry`` config block."""
+    pri = phot["priors"]
+    return FitSettings(model=phot["model"], centre_sigma=pri["centre_sigma_px"], g_sigma=pri["g_sigma"],
+                       log_T_sigma=pri["log_T_sigma"], flux_sigma_rel=pri["flux_sigma_rel"],
+                       max_iter=phot["max_iter"], batch_size=phot["batch_size"], memory_mb=phot["memory_mb"],
+                       device=device)
 
-    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"genastro.provenance"] = json.dumps(dict(prov), default=str).encode()
-    if extra:
-        meta[b"genastro.photometry"] = json.dumps(dict(extra), default=str).encode()
-    with atomic_path(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
+
+def run_photometry(name: str, hi: BlendSet, lo: CutoutSet, peaks: pd.DataFrame, epsf: Any, *, survey: Survey,
+                   target: Survey, study: Mapping[str, Any], phot: Mapping[str, Any], device: str,
+                   seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One photometry run (:data:`RUNS`) of every blend: the run's table (:func:`blend_photometry`) and the facts
+    to keep beside it (engine, model, band, zeropoint, pixel scale, the engine's timing).
+
+    ``hi``/``lo``: the blends in hi and low resolution; ``peaks``: the detection's peaks table; ``epsf``: the
+    empirical PSF of the study's band (the hi-res fit's PSF; the low-res fits use the target survey's PSF)."""
+    if name not in RUNS:
+        raise PhotometryError(f"unknown photometry run {name!r} (use one of {', '.join(RUNS)})")
+    grid, kind = RUNS[name]
+    band = study["band"]
+    b = hi.bands.index(band)
+    n = hi.n
+    if grid == "lowres":
+        images = lo.cube[:, lo.bands.index(band)]
+        psf_image, oversampling = lowres_psf(target, study["target"]["band"], study["target"]["profile"]), 1
+        scale = target.pixel_scale
+        method = "lo" if kind == "lo" else study["gan_models"]["gan"]
+        positions = positions_from_peaks(peaks, method, n, to_low=hi.geometry.to_low if kind == "gan" else None)
+    else:
+        images = hi.cube[:, b]
+        psf_image, oversampling = epsf.epsf, epsf.oversampling
+        scale = survey.pixel_scale
+        positions = positions_from_peaks(peaks, "hi", n)
+    sigma = noise_sigma(images)
+    engine = get_engine(phot["engine"], psf_image, fit_settings(phot, device), psf_oversampling=oversampling,
+                        psf_ngauss=phot["psf_ngauss"], seed=seed)
+    psf_info = getattr(engine, "psf", None)
+    if psf_info is not None:
+        log.info("PSF mixture: %d Gaussians, max residual %.2e of the peak", psf_info.n, psf_info.max_residual)
+    log.info("%s: %d blends, %d positions (%s peaks), engine %s, model %s, median sigma %.3g", name, n,
+             sum(len(p) for p in positions), kind, engine.name, engine.settings.model, float(np.nanmedian(sigma)))
+    # pixels exactly 0 hold no data (the corners a rotation moved in from outside a stamp): weight 0
+    data = np.where(images == 0, np.nan, images)
+    result = engine.fit(data, positions, sigma)
+    log.info("fitted in %.1f s (%.0f objects/s on %s)", engine.last_stats["seconds"],
+             engine.last_stats["objects_per_second"], engine.last_stats["device"])
+    flags = result["flags"].to_numpy()
+    for bit, what in FLAG_NAMES.items():
+        if (flags & bit).any():
+            log.info("flag %s: %d rows", what, int(((flags & bit) > 0).sum()))
+    table = blend_photometry(result, hi.truth, run=name, band=band, zeropoint=hi.zeropoints[b],
+                             radius_px=phot["match_radius_arcsec"] / scale, truth_xy=truth_positions(hi.truth, grid))
+    log.info("%d rows, %d converged, %d matched to a true galaxy", len(table), int(table["converged"].sum()),
+             int((table["truth_object"] > 0).sum()))
+    facts = {"run": name, "engine": engine.name, "model": engine.settings.model, "band": band,
+             "zeropoint": hi.zeropoints[b], "pixel_scale": scale, **engine.last_stats}
+    return table, facts
+
+
+def summarise_runs(runs: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], truth: pd.DataFrame, band: str, *,
+                   gp: Mapping[str, Any], seed: int) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """photometry.json (without provenance), the dominant sources of every run (column ``run``) and the GP curves.
+
+    ``runs``: per run file name its table and facts (:func:`read_table`), in the order of the rule's inputs; a
+    run is named by its table's ``run`` column (the file name when the table is empty). ``gp``: the
+    ``photometry.gp`` config block (max_points, restarts)."""
+    dominants, curves, gp_info = {}, [], {}
+    engine = model = None
+    for file_name, (table, meta) in runs.items():
+        engine, model = meta.get("engine", engine), meta.get("model", model)
+        name = str(table["run"].iloc[0]) if len(table) else file_name
+        dom = dominant_source(table, truth, band)
+        dominants[name] = dom
+        m = dom["measured"].to_numpy()
+        curve, info = gp_curves(dom.loc[m, "input_mag"], dom.loc[m, "dmag"], max_points=gp["max_points"], seed=seed,
+                                restarts=gp["restarts"])
+        curve.insert(0, "run", name)
+        curves.append(curve)
+        gp_info[name] = info
+        log.info("%s: %d of %d dominant sources measured; GP %s", name, int(m.sum()), len(dom), info.get("kernel"))
+    summary = photometry_summary(dominants, engine=str(engine), model=str(model), gp=gp_info)
+    log.info("improvement factor (GAN vs low-res positions): %s; paper %s",
+             summary["ours"]["improvement_factor"], summary["paper"]["improvement_factor"])
+    dom_all = pd.concat([d.assign(run=r) for r, d in dominants.items()], ignore_index=True)
+    return summary, dom_all, pd.concat(curves, ignore_index=True)

@@ -9,6 +9,8 @@ the hi-res, low-res and GAN images, which shows *where* in parameter space each 
   the initial weights (PCA plane by default, or random samples) and the sample order come from ``seed``.
 - :func:`winners` / :func:`cell_counts` / :func:`cell_means` put blends on the map and average outcomes per
   cell (NaN where a cell is empty: an empty cell has no detection fraction, not a zero one).
+- :func:`save_som` / :func:`load_som` keep a trained map and its scaler in one ``.npz`` file (the rule
+  ``hemmati22_som`` trains once; the figure reads it), :func:`cell_table` gives each blend's cell.
 - :func:`codebook` returns each cell's feature values in the original units, drawn by :func:`plot_som` under the
   outcome maps so that a reader can tell what each region of the map means.
 
@@ -31,6 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.io import atomic_path
+from workflow_scripts.studies.hemmati22.paper import BLEND_PARAMETERS, SOM_FEATURE_LABELS, SOM_SHAPE
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +49,15 @@ __all__ = [
     "cell_counts",
     "cell_means",
     "codebook",
+    "save_som",
+    "load_som",
+    "cell_table",
     "plot_som",
 ]
 
-#: the paper's SOM parameters, as named in the blends truth table (:mod:`workflow_scripts.studies.hemmati22.blends`)
-SOM_FEATURES = ("sep_over_fwhm_sum", "flux_ratio", "fwhm_sum", "dz")
-#: map size of the paper: 32 x 24 = 768 cells, ~6.5 blends per cell for 5000 blends
-SOM_SHAPE = (32, 24)
+#: the paper's SOM parameters, as named in the blends truth table (:mod:`workflow_scripts.studies.hemmati22.blends`),
+#: and its map size (:mod:`.paper`)
+SOM_FEATURES = BLEND_PARAMETERS
 #: initial neighbourhood width (cells); MiniSom's asymptotic decay halves it by mid-training, ending at a third.
 #: ~1/8 of the long side lets the map order globally before it refines locally
 DEFAULT_SIGMA = 4.0
@@ -66,8 +71,7 @@ INITS = ("pca", "random")
 #: colour of empty (NaN) cells in the figures
 EMPTY_COLOUR = "0.85"
 #: default titles / labels of the figure's panels
-FEATURE_LABELS: Mapping[str, str] = {"sep_over_fwhm_sum": "separation / sum FWHM", "flux_ratio": "flux ratio",
-                                     "fwhm_sum": "sum FWHM [arcsec]", "dz": "|dz|"}
+FEATURE_LABELS: Mapping[str, str] = SOM_FEATURE_LABELS
 
 
 class SOMError(PipelineError):
@@ -219,6 +223,53 @@ def codebook(som: MiniSom, scaler: StandardScaler) -> np.ndarray:
     w = som.get_weights()
     flat = scaler.inverse_transform(w.reshape(-1, w.shape[-1]))
     return np.asarray(flat).reshape(w.shape)
+
+
+# ------------------------------------------------------------------------------------------------ the file
+def save_som(path: str | Path, som: MiniSom, scaler: StandardScaler, info: Mapping[str, Any]) -> None:
+    """Write the map's weights and the fitted scaler to one ``.npz`` file atomically; ``info`` (training settings,
+    provenance: JSON-able) is kept beside them and comes back from :func:`load_som`."""
+    import json
+
+    names = list(getattr(scaler, "feature_names_in_", [f"f{i}" for i in range(scaler.n_features_in_)]))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, weights=som.get_weights(), mean=scaler.mean_, scale=scaler.scale_, var=scaler.var_,
+                     n_samples_seen=np.asarray(scaler.n_samples_seen_), feature_names=np.asarray(names, dtype=str),
+                     sigma=np.float64(som._sigma), learning_rate=np.float64(som._learning_rate),
+                     info=np.asarray(json.dumps(dict(info), default=str)))
+
+
+def load_som(path: str | Path) -> tuple[MiniSom, StandardScaler, dict[str, Any]]:
+    """The map, the scaler and the ``info`` of a file written by :func:`save_som` (one-line :class:`SOMError`
+    naming the file if it is missing or not one). Winners, counts and means equal those of the saved map."""
+    import json
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            d = {k: f[k] for k in f.files}
+        weights = d["weights"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SOMError(f"{path}: not a SOM file written by save_som ({exc})") from None
+    nx, ny, nf = weights.shape
+    som = MiniSom(nx, ny, nf, sigma=float(d["sigma"]), learning_rate=float(d["learning_rate"]),
+                  neighborhood_function="gaussian")
+    som._weights = weights.astype(np.float64)
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_, scaler.var_ = d["mean"], d["scale"], d["var"]
+    scaler.n_samples_seen_ = d["n_samples_seen"].item()
+    scaler.n_features_in_ = nf
+    scaler.feature_names_in_ = np.asarray([str(n) for n in d["feature_names"]], dtype=object)
+    return som, scaler, json.loads(str(d["info"]))
+
+
+def cell_table(som: MiniSom, scaler: StandardScaler, features: Any, ids: Any) -> pd.DataFrame:
+    """Each row's cell: columns id (``ids``, e.g. the blend ids), som_i, som_j (-1 for non-finite features) and
+    cell (flat index i * ny + j, -1 likewise)."""
+    ij = winners(som, scaler, features)
+    ny = som.get_weights().shape[1]
+    return pd.DataFrame({"id": np.asarray(ids), "som_i": ij[:, 0], "som_j": ij[:, 1],
+                         "cell": np.where(ij[:, 0] >= 0, ij[:, 0] * ny + ij[:, 1], -1)})
 
 
 # ------------------------------------------------------------------------------------------------- figure

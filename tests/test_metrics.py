@@ -1,0 +1,113 @@
+"""The shared metrics schema (workflow_scripts.metrics) and the deblending study's headline entries."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workflow_scripts.errors import PipelineError
+from workflow_scripts.metrics import ENTRY_FIELDS, entry, validate_metrics
+from workflow_scripts.studies.hemmati22.metrics import headline_entries, summarise
+from workflow_scripts.studies.hemmati22.paper import PAPER
+
+GAN_MODELS = {"gan": "srgan1_l1", "gan7": "srgan7"}
+
+
+# ------------------------------------------------------------------------------------------ the shared helper
+def test_entry_keeps_the_fields_in_order_and_plain_json_values():
+    e = entry("x", "a number", 0.8, np.float32(0.5), "fraction", "> 0.3", np.bool_(True))
+    assert tuple(e) == ENTRY_FIELDS
+    assert e["ours"] == 0.5 and type(e["ours"]) is float and e["holds"] is True
+    assert json.loads(json.dumps(e)) == e
+    assert entry("y", "no number", ">10x", float("nan"), "x", "> 10", None)["ours"] is None   # NaN -> null
+    assert entry("z", "count", None, np.int64(3), "", None, None)["ours"] == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (("", "what", 1.0, 1.0, "", None, None), "identifier"),
+    (("bad id", "what", 1.0, 1.0, "", None, None), "identifier"),
+    (("x", "", 1.0, 1.0, "", None, None), "'what'"),
+    (("x", "what", [1.0], 1.0, "", None, None), "'paper'"),
+    (("x", "what", 1.0, "0.5", "", None, None), "'ours'"),
+    (("x", "what", 1.0, True, "", None, None), "'ours'"),
+    (("x", "what", 1.0, 1.0, None, None, None), "'unit'"),
+    (("x", "what", 1.0, 1.0, "", "", None), "'goal'"),
+    (("x", "what", 1.0, 1.0, "", "> 0", "yes"), "'holds'"),
+    (("x", "what", 1.0, 1.0, "", None, True), "no goal"),
+])
+def test_bad_entries_raise_one_line(args, message):
+    with pytest.raises(PipelineError, match=message) as info:
+        entry(*args)
+    assert "\n" not in str(info.value)
+
+
+def test_validate_metrics_names_the_file_and_the_problem(tmp_path):
+    path = tmp_path / "results/x/metrics.json"
+    good = {"study": "x", "entries": [entry("a", "what", 1.0, 2.0, "", None, None)], "detail": {"free": 1}}
+    validate_metrics(good, path)
+    bad = [({"entries": []}, "no 'study'"),
+           ({"study": "x", "entries": {}}, "'entries' must be a list"),
+           ({"study": "x", "entries": [{"id": "a"}]}, "missing what, paper"),
+           ({"study": "x", "entries": [{**good["entries"][0], "extra": 1}]}, "unknown extra"),
+           ({"study": "x", "entries": good["entries"] * 2}, "appears twice"),
+           ({"study": "x", "entries": [{**good["entries"][0], "ours": math.inf}]}, "finite"),
+           ([], "JSON object")]
+    for obj, message in bad:
+        with pytest.raises(PipelineError, match=message) as info:
+            validate_metrics(obj, path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------- the study's entries
+def _outcomes(n: int, n_both: int) -> list[str]:
+    return ["both"] * n_both + ["one"] * (n - n_both)
+
+
+def detections(n: int = 20) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Blends with known fractions of both-found (hi 16/20, lo 2/20, gan 10/20, gan7 12/20) and isolated galaxies
+    with known false positives (gan 1/20, none elsewhere)."""
+    both = {"hi": 16, "lo": 2, "hi7": 17, "lo7": 3, GAN_MODELS["gan"]: 10, GAN_MODELS["gan7"]: 12}
+    blends = pd.DataFrame({f"outcome_{m}": _outcomes(n, k) for m, k in both.items()})
+    isolated = pd.DataFrame({f"false_positive_{m}": np.arange(n) < (1 if m == GAN_MODELS["gan"] else 0)
+                             for m in both})
+    return blends, isolated
+
+
+def test_study_entries_have_the_known_fractions_and_goals():
+    blends, isolated = detections()
+    phot = {"ours": {"improvement_factor": {"scatter": 12.0, "bias": 11.0}}}
+    metrics = summarise(blends, isolated, GAN_MODELS, phot)
+    validate_metrics(metrics, "metrics.json")
+    e = {x["id"]: x for x in metrics["entries"]}
+    assert {"detection_fraction_hi", "detection_fraction_lo", "detection_fraction_gan", "detection_fraction_gan7",
+            "false_positive_rate_gan", "photometry_improvement"} <= set(e)
+    assert e["detection_fraction_hi"]["ours"] == pytest.approx(0.80)
+    assert e["detection_fraction_lo"]["ours"] == pytest.approx(0.10)
+    assert e["detection_fraction_gan"]["ours"] == pytest.approx(0.50)
+    assert e["detection_fraction_gan7"]["ours"] == pytest.approx(0.60)
+    assert e["false_positive_rate_gan"]["ours"] == pytest.approx(0.05)
+    assert e["false_positive_rate_hi"]["ours"] == 0.0
+    assert e["photometry_improvement"]["ours"] == 11.0                   # the smaller of the two ratios
+    # the paper's values come from paper.py
+    assert e["detection_fraction_hi"]["paper"] == PAPER["detection_fraction"]["hi"]
+    assert e["false_positive_rate_gan"]["paper"] == PAPER["false_positive_rate"]
+    assert e["photometry_improvement"]["paper"] == ">10x"
+    holds = {k: v["holds"] for k, v in e.items()}
+    assert holds == {"detection_fraction_hi": True, "detection_fraction_lo": True, "detection_fraction_gan": True,
+                     "detection_fraction_gan7": True, "false_positive_rate_hi": True,
+                     "false_positive_rate_gan": False, "photometry_improvement": True}   # 0.05 is not < 0.05
+    assert metrics["photometry"] == phot and metrics["by_method"]["hi"]["detection_fraction"] == pytest.approx(0.8)
+
+
+def test_study_entries_fail_their_goals_and_leave_unmeasured_photometry_open():
+    blends, isolated = detections()
+    blends[f"outcome_{GAN_MODELS['gan']}"] = _outcomes(20, 1)              # GAN worse than low-res
+    by_method = summarise(blends, isolated, GAN_MODELS)["by_method"]
+    e = {x["id"]: x for x in headline_entries(by_method, GAN_MODELS, {"ours": {"improvement_factor": {}}})}
+    assert e["detection_fraction_hi"]["holds"] is False and e["detection_fraction_gan"]["holds"] is False
+    assert e["detection_fraction_gan7"]["holds"] is True
+    assert e["photometry_improvement"]["ours"] is None and e["photometry_improvement"]["holds"] is None

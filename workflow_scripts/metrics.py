@@ -1,0 +1,120 @@
+"""The one schema of a study's ``results/{study}/metrics.json``, shared by every study and by the scorecard.
+
+A metrics file is ``{"study": name, "entries": [entry, ...], ...free detail...}``. Each headline *entry* puts our
+number beside the paper's::
+
+    {"id": "detection_fraction_hi", "what": "blends with both galaxies found, hi-res images",
+     "paper": 0.80, "ours": 0.65, "unit": "fraction", "goal": "> gan > lo", "holds": true}
+
+``paper`` is the paper's number, or a string where the paper gives none (">10x"), or None where it has nothing to
+compare with; ``ours`` our number (None where it could not be measured, e.g. no blend was fitted); ``unit`` a
+short word ("fraction", "x", "" for a pure number); ``goal`` a short plain statement of what must hold, or None;
+``holds`` whether it does: a bool, or None when there is no goal (or nothing was measured to judge it by).
+:func:`entry` builds and checks one entry; :func:`validate_metrics` checks a whole file's object, so that a study
+writing a malformed file fails at once with one line naming it, not the scorecard later.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workflow_scripts.errors import PipelineError
+
+__all__ = ["ENTRY_FIELDS", "MetricsError", "entry", "check_entry", "validate_metrics"]
+
+#: the fields of a headline entry, in the order they are written
+ENTRY_FIELDS = ("id", "what", "paper", "ours", "unit", "goal", "holds")
+
+
+class MetricsError(PipelineError):
+    """A metrics entry or file does not follow the shared schema."""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _finite_or_none(value: Any) -> Any:
+    """Our number as plain JSON: a float (or int), None for NaN / inf (strict JSON has no NaN)."""
+    if value is None or not _number(value):
+        return value
+    value = int(value) if isinstance(value, (int, np.integer)) else float(value)
+    return value if math.isfinite(value) else None
+
+
+def _problem(e: Any) -> str | None:
+    """What is wrong with one entry, or None when it follows the schema."""
+    if not isinstance(e, Mapping):
+        return f"an entry must be an object, got {type(e).__name__}"
+    missing = [k for k in ENTRY_FIELDS if k not in e]
+    extra = sorted(set(e) - set(ENTRY_FIELDS))
+    name = e.get("id", "?")
+    if missing or extra:
+        return (f"entry {name!r}: " + (f"missing {', '.join(missing)}" if missing else "")
+                + ("; " if missing and extra else "") + (f"unknown {', '.join(extra)}" if extra else ""))
+    if not isinstance(e["id"], str) or not e["id"] or not e["id"].isidentifier():
+        return f"entry id {e['id']!r} must be a non-empty identifier (letters, digits, _)"
+    if not isinstance(e["what"], str) or not e["what"]:
+        return f"entry {name!r}: 'what' must be a non-empty string"
+    if e["paper"] is not None and not (_number(e["paper"]) or isinstance(e["paper"], str)):
+        return f"entry {name!r}: 'paper' must be a number, a string or null, got {type(e['paper']).__name__}"
+    if e["ours"] is not None and not _number(e["ours"]):
+        return f"entry {name!r}: 'ours' must be a number or null, got {type(e['ours']).__name__}"
+    if _number(e["ours"]) and not math.isfinite(float(e["ours"])):
+        return f"entry {name!r}: 'ours' must be finite or null, got {e['ours']}"
+    if not isinstance(e["unit"], str):
+        return f"entry {name!r}: 'unit' must be a string (\"\" for a pure number)"
+    if e["goal"] is not None and (not isinstance(e["goal"], str) or not e["goal"]):
+        return f"entry {name!r}: 'goal' must be a non-empty string or null"
+    if e["holds"] is not None and not isinstance(e["holds"], bool):
+        return f"entry {name!r}: 'holds' must be true, false or null, got {e['holds']!r}"
+    if e["goal"] is None and e["holds"] is not None:
+        return f"entry {name!r}: 'holds' must be null when there is no goal"
+    return None
+
+
+def entry(id: str, what: str, paper: float | str | None, ours: float | None, unit: str, goal: str | None,
+          holds: bool | None) -> dict[str, Any]:
+    """One headline entry (see the module docstring), checked; ``ours`` NaN becomes None, numpy scalars plain."""
+    if isinstance(holds, np.bool_):
+        holds = bool(holds)
+    e = {"id": id, "what": what, "paper": _finite_or_none(paper), "ours": _finite_or_none(ours), "unit": unit,
+         "goal": goal, "holds": holds}
+    problem = _problem(e)
+    if problem:
+        raise MetricsError(f"metrics {problem}")
+    return e
+
+
+def check_entry(e: Any) -> None:
+    """Raise a one-line :class:`MetricsError` if ``e`` is not a valid entry."""
+    problem = _problem(e)
+    if problem:
+        raise MetricsError(f"metrics {problem}")
+
+
+def validate_metrics(obj: Any, path: str | Path) -> None:
+    """Check a metrics file's object: a ``study`` name, an ``entries`` list of valid entries with distinct ids.
+
+    Raises one :class:`MetricsError` line naming ``path`` and the first problem found."""
+    if not isinstance(obj, Mapping):
+        raise MetricsError(f"{path}: a metrics file must hold a JSON object, got {type(obj).__name__}")
+    if not isinstance(obj.get("study"), str) or not obj["study"]:
+        raise MetricsError(f"{path}: no 'study' name")
+    entries = obj.get("entries")
+    if not isinstance(entries, list):
+        raise MetricsError(f"{path}: 'entries' must be a list of headline entries")
+    seen: set[str] = set()
+    for e in entries:
+        problem = _problem(e)
+        if problem:
+            raise MetricsError(f"{path}: {problem}")
+        if e["id"] in seen:
+            raise MetricsError(f"{path}: entry id {e['id']!r} appears twice")
+        seen.add(e["id"])
