@@ -5,6 +5,7 @@
 # Any single output can be asked for by its path; only its upstream rules run.
 import os
 import sys
+from pathlib import Path
 
 from snakemake.utils import min_version
 
@@ -12,7 +13,7 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)  # the library, also when the package is not pip-installed
 
-from workflow_scripts.config import enabled_studies, validate_config
+from workflow_scripts.config import deep_merge, enabled_studies, typed_overrides, validate_config
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.surveys import surveys_from_config
 
@@ -20,10 +21,19 @@ from workflow_scripts.surveys import surveys_from_config
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+# --config values are typed like YAML (Snakemake leaves a nested value's leaves as strings)
+config.update(deep_merge(config, typed_overrides(workflow.config_settings.config)))
+
 try:
     validate_config(config)
 except ConfigError as exc:
     sys.exit(f"error: invalid {exc}")
+
+# Two runs in one directory: Snakemake would first report the files the other run is writing as incomplete.
+if workflow.is_main_process and "--unlock" not in sys.argv and any(Path(".snakemake/locks").glob("*.lock")):
+    print(f"note: another Snakemake run holds {os.getcwd()} (.snakemake/locks): wait for it to finish, or, if none "
+          "is running (a killed run leaves its lock behind), run the same command once with --unlock",
+          file=sys.stderr)
 
 DATA = config["data_dir"]
 SURVEYS = surveys_from_config(config)
@@ -42,8 +52,12 @@ for _study in STUDIES:
     include: f"rules/{_study}.smk"
 
 
+include: "rules/scorecard.smk"
+
+
 rule all:
     default_target: True
     input:
         rules.data_all.input,
         [getattr(rules, f"{s}_all").input for s in STUDIES],
+        rules.scorecard.output,

@@ -1,0 +1,69 @@
+"""The scorecard gathers every enabled study's headline entries; the report holds every figure."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from workflow_scripts.errors import PipelineError
+from workflow_scripts.metrics import entry
+from workflow_scripts.scorecard import gather, markdown
+
+from .conftest import run_snakemake
+from .test_workflow import CI
+
+
+def _metrics(path: Path, study: str, entries: list[dict]) -> Path:
+    path.write_text(json.dumps({"study": study, "entries": entries, "detail": {"anything": 1}}))
+    return path
+
+
+def test_gather_keeps_every_entry_with_its_study_and_the_table_shows_them(tmp_path: Path):
+    a = _metrics(tmp_path / "a.json", "hemmati22", [
+        entry("detection_fraction_hi", "blends found in hi-res", 0.80, 0.647, "fraction", "> gan > lo", True),
+        entry("photometry_improvement", "GAN vs low-res positions", ">10x", 1.4, "x", ">= 5", False)])
+    b = _metrics(tmp_path / "b.json", "other", [entry("x", "a number", None, 2.5, "", None, None)])
+    card = gather({"hemmati22": a, "other": b}, "ci")
+    assert card["preset"] == "ci"
+    assert [(e["study"], e["id"]) for e in card["entries"]] == [
+        ("hemmati22", "detection_fraction_hi"), ("hemmati22", "photometry_improvement"), ("other", "x")]
+    table = markdown(card)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "`" in line]
+    assert len(rows) == 3
+    assert re.search(r"\| hemmati22 \| `photometry_improvement` \| .* \| >10x \| 1\.4 \| x \| >= 5 \| \*\*no\*\* \|",
+                     table)
+    assert "1 of 2 goals hold; 1 entries have no goal." in table
+
+
+def test_gather_refuses_a_bad_metrics_file_naming_it(tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"study": "x", "entries": [{"id": "no_other_fields"}]}))
+    with pytest.raises(PipelineError, match="bad.json"):
+        gather({"x": bad}, "ci")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(PipelineError, match="broken.json"):
+        gather({"x": broken}, "ci")
+
+
+@pytest.mark.slow
+def test_ci_scorecard_and_report_hold_every_study_and_figure(ci_run: Path):
+    card = json.loads((ci_run / "results/scorecard.json").read_text())
+    assert card["preset"] == "ci"
+    ids = {e["id"] for e in card["entries"] if e["study"] == "hemmati22"}
+    assert {"detection_fraction_hi", "detection_fraction_lo", "detection_fraction_gan", "detection_fraction_gan7",
+            "false_positive_rate_gan", "photometry_improvement"} <= ids
+    assert "| hemmati22 | `detection_fraction_hi` |" in (ci_run / "results/scorecard.md").read_text()
+
+    result = run_snakemake("--report", "results/report.html", "all", "--configfile", CI, workdir=ci_run,
+                           timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    html = (ci_run / "results/report.html").read_text(errors="replace")
+    figures = sorted(p.name for p in (ci_run / "results/figures").rglob("*.png"))
+    assert len(figures) >= 11
+    missing = [name for name in figures if name not in html]
+    assert not missing, f"figures not in the report: {missing}"
+    assert "scorecard.md" in html
