@@ -20,7 +20,7 @@ import torch
 from workflow_scripts.imaging.degrade import rebin_flux, target_psf_image
 from workflow_scripts.studies.hemmati22.detect import detect
 from workflow_scripts.models import SRDiscriminator, SRGenerator
-from workflow_scripts.train.loop import ConditionalTask, TrainConfig, generate, train
+from workflow_scripts.train import ConditionalGAN, TrainConfig, generate, train
 
 
 def blobs(n: int, size: int, rng: np.random.Generator, sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +45,9 @@ def rate(fn, n: int, repeat: int = 1) -> float:
 def bench_training(device: str, channels: int, base: int, n: int, epochs: int) -> float:
     lo = torch.rand(n, channels, 21, 21) * 2 - 1
     hi = torch.rand(n, channels, 64, 64) * 2 - 1
-    task = ConditionalTask(SRGenerator(channels, base=base), SRDiscriminator(channels, base=base))
+    objective = ConditionalGAN(SRGenerator(channels, base=base), SRDiscriminator(channels, base=base))
     with tempfile.TemporaryDirectory() as out:
-        res = train(task, (lo, hi), TrainConfig(epochs=epochs, batch_size=64, device=device), out, progress=False)
+        res = train(objective, (lo, hi), TrainConfig(epochs=epochs, batch_size=64, device=device), out, progress=False)
     return res.images_per_second or float("nan")
 
 

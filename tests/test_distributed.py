@@ -24,10 +24,16 @@ import numpy as np
 import pytest
 import torch
 
-from workflow_scripts.train import distributed
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.models import SRGenerator
-from workflow_scripts.train.loop import CHECKPOINT_NAME, GENERATOR_NAME, PREEMPTED_EXIT_CODE, generate, load_generator
+from workflow_scripts.train import (
+    CHECKPOINT_NAME,
+    GENERATOR_NAME,
+    PREEMPTED_EXIT_CODE,
+    distributed,
+    generate,
+    load_generator,
+)
 
 from .conftest import REPO, run_snakemake
 
@@ -41,7 +47,7 @@ WORKER = textwrap.dedent("""
     import torch.nn.functional as F
     from workflow_scripts.train import distributed
     from workflow_scripts.models import SRDiscriminator, SRGenerator
-    from workflow_scripts.train.loop import ConditionalTask, TrainConfig, train
+    from workflow_scripts.train import ConditionalGAN, TrainConfig, train
 
     out, epochs, report = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     ctx = distributed.init_from_env("cpu")
@@ -49,7 +55,7 @@ WORKER = textwrap.dedent("""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(64, 1, 21, 21, generator=g) * 2 - 1
     y = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
-    task = ConditionalTask(SRGenerator(1, base=4), SRDiscriminator(1, base=4))
+    task = ConditionalGAN(SRGenerator(1, base=4), SRDiscriminator(1, base=4))
     res = train(task, (x, y), TrainConfig(epochs=epochs, batch_size=8, seed=3, lr_g=2e-3, l1_weight=20.0), out,
                 progress=False)
     # parameters: identical on every rank (DDP averages the gradients); BatchNorm running statistics are those of
@@ -136,11 +142,11 @@ def test_two_processes_follow_the_single_process_loss_curve(scripts, two_process
     ckpt = torch.load(out / CHECKPOINT_NAME, weights_only=True)
     assert ckpt["epoch"] == 4 and ckpt["step_in_epoch"] == 0 and ckpt["world_size"] == 2
     assert len(ckpt["rng_ranks"]) == 2
-    assert not [k for k in ckpt["generator"]["state_dict"] if k.startswith("module.")]
+    assert not [k for k in ckpt["modules"]["generator"]["state_dict"] if k.startswith("module.")]
     gen = load_generator(out / GENERATOR_NAME, device="cpu")
     assert isinstance(gen, SRGenerator)
     for key, value in gen.state_dict().items():
-        assert torch.equal(value, ckpt["generator"]["state_dict"][key]), key
+        assert torch.equal(value, ckpt["modules"]["generator"]["state_dict"][key]), key
     images = generate(gen, torch.rand(3, 1, 21, 21) * 2 - 1)
     assert images.shape == (3, 1, 64, 64) and np.isfinite(images).all()
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "generator.pt", "losses.csv", "losses.png"]

@@ -21,10 +21,28 @@ import torch
 import torch.nn.functional as F
 
 from workflow_scripts.errors import ConfigError
-from workflow_scripts.models import DCGANDiscriminator, DCGANGenerator, SRDiscriminator, SRGenerator
-from workflow_scripts.train.loop import (CHECKPOINT_NAME, GENERATOR_NAME, LOSS_COLUMNS, PREEMPTED_EXIT_CODE,
-                                         ConditionalTask, NoiseToImageTask, Preempted, TrainConfig, epoch_batches,
-                                         generate, load_generator, noise, train)
+from workflow_scripts.models import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    SRDiscriminator,
+    SRGenerator,
+)
+from workflow_scripts.train import (
+    CHECKPOINT_NAME,
+    CHECKPOINT_VERSION,
+    GENERATOR_NAME,
+    PREEMPTED_EXIT_CODE,
+    ConditionalTask,
+    NoiseToImageTask,
+    Preempted,
+    TrainConfig,
+    csv_columns,
+    epoch_batches,
+    generate,
+    load_generator,
+    noise,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS_KEYS = ("loss_d", "loss_g", "loss_g_adv", "loss_l1", "d_real", "d_fake")
@@ -72,12 +90,16 @@ def test_training_writes_all_outputs(tmp_path):
                                                           "losses.png"]
     rows = list(csv.DictReader(open(tmp_path / "losses.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert tuple(rows[0]) == LOSS_COLUMNS
+    assert tuple(rows[0]) == csv_columns(task) == ("epoch", "steps", "images", *LOSS_KEYS, "seconds", "images_per_s")
     assert all(np.isfinite(float(r[k])) for r in rows for k in LOSS_KEYS)
     assert (tmp_path / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["step_in_epoch"] == 0 and len(ckpt["history"]) == 2
-    assert {"generator", "discriminator", "opt_g", "opt_d", "scaler_g", "scaler_d", "rng"} <= set(ckpt)
+    assert ckpt["version"] == CHECKPOINT_VERSION == 2 and ckpt["objective"] == "conditional"
+    for key in ("modules", "optimizers", "scalers"):  # state by the objective's module names
+        assert set(ckpt[key]) == {"generator", "discriminator"}, key
+    assert ckpt["ema"] == {} and "rng" in ckpt
+    assert_same_weights(ckpt["modules"]["generator"]["state_dict"], params(task.generator))
 
     g = load_generator(res.generator_path, device="cpu")
     assert isinstance(g, SRGenerator) and not g.training
@@ -253,7 +275,7 @@ SCRIPT = textwrap.dedent("""
     import torch
     import torch.nn.functional as F
     from workflow_scripts.models import SRDiscriminator, SRGenerator
-    from workflow_scripts.train.loop import PREEMPTED_EXIT_CODE, ConditionalTask, TrainConfig, train
+    from workflow_scripts.train import PREEMPTED_EXIT_CODE, ConditionalTask, TrainConfig, train
 
     out, epochs = sys.argv[1], int(sys.argv[2])
     g = torch.Generator().manual_seed(0)
@@ -377,7 +399,7 @@ def test_dataset_fingerprint_does_not_depend_on_the_thread_count():
 def test_weight_average_follows_the_warm_up_recursion():
     """Against the recursion by hand: a_0 = w_0, a_t = a_{t-1} + (1 - min(d, (1+t)/(10+t))) (w_t - a_{t-1});
     BatchNorm running statistics are averaged too and its integer batch count is copied."""
-    from workflow_scripts.train.loop import weight_average
+    from workflow_scripts.train import weight_average
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     ema = weight_average(net, 0.9)
@@ -410,8 +432,8 @@ def test_ema_generator_is_written_and_resumes_exactly(tmp_path):
     ckpt = torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=True)
     saved = torch.load(straight.generator_path, weights_only=True)
     assert saved["meta"]["ema_decay"] == 0.8
-    last = ckpt["generator"]["state_dict"]
-    averaged = {k.removeprefix("module."): v for k, v in ckpt["generator_ema"].items() if k.startswith("module.")}
+    last = ckpt["modules"]["generator"]["state_dict"]
+    averaged = {k.removeprefix("module."): v for k, v in ckpt["ema"]["generator"].items() if k.startswith("module.")}
     assert_same_weights(saved["state_dict"], averaged)
     assert any(not torch.equal(saved["state_dict"][k], last[k]) for k in last if last[k].is_floating_point())
 
@@ -442,7 +464,7 @@ def test_ema_decay_is_validated_and_changes_the_setup(tmp_path):
 def test_asinh_noise_adds_the_physical_sigma_and_passes_gradients():
     """Images stored asinh-scaled: the noise added is white with the given sigma in *physical* units, in each
     channel, whatever the brightness (the scaled-space noise shrinks on bright pixels, as real noise does)."""
-    from workflow_scripts.train.loop import AsinhNoise
+    from workflow_scripts.train import AsinhNoise
 
     torch.manual_seed(0)
     obs = AsinhNoise(sigma=[0.01, 0.05], softening=[0.03, 0.1], scale=[5.0, 4.0])
@@ -465,7 +487,7 @@ def test_asinh_noise_adds_the_physical_sigma_and_passes_gradients():
 def test_discriminator_sees_the_observed_fake_and_l1_the_clean_one(tmp_path):
     """With ``observe``: every fake image shown to D is G(x) plus noise; the L1 term still uses G(x) (the logged
     L1 equals that of the clean output); the set-up is part of the checkpoint fingerprint."""
-    from workflow_scripts.train.loop import AsinhNoise
+    from workflow_scripts.train import AsinhNoise
 
     task = sr_task()
     task = ConditionalTask(task.generator, task.discriminator,

@@ -1,4 +1,4 @@
-"""Data-parallel training on several processes (GPUs, or CPU processes for tests): the pieces ``training.train``
+"""Data-parallel training on several processes (GPUs, or CPU processes for tests): the pieces the training loop
 needs, kept apart from the training loop.
 
 How a multi-GPU job runs:
@@ -8,24 +8,24 @@ How a multi-GPU job runs:
    SIGTERM/SIGUSR1 to it (torchrun forwards them to every worker).
 2. Each worker calls :func:`init_from_env`: it reads torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` and
    joins the process group (``nccl`` on CUDA, one GPU per worker; ``gloo`` on CPU).
-3. ``training.train`` asks :func:`current` for the context and, with more than one process:
+3. :func:`workflow_scripts.train.loop.train` asks :func:`current` for the context and, with more than one process:
 
    * every global batch (the same seeded ``epoch_batches`` as a single process) is split across the ranks
      (:meth:`DistContext.shard`, the role of a ``DistributedSampler``), so the batch size, the steps per epoch
      and the position stored in a checkpoint mean the same whatever the number of processes;
-   * both networks are wrapped in ``DistributedDataParallel`` (:meth:`DistContext.wrap_task`): gradients are
-     averaged over the ranks, so all ranks hold the same weights after every step;
+   * every module of the objective is wrapped in ``DistributedDataParallel`` by name
+     (:meth:`DistContext.wrap_modules`): gradients are averaged over the ranks, so all ranks hold the same
+     weights after every step;
    * the per-step losses are all-reduced (means over ranks) before they are logged or checkpointed;
    * a stop request (signal) on any rank stops all ranks at the same step (:meth:`DistContext.sync_stop`);
    * only rank 0 writes files (checkpoint, losses, generator) and shows progress; the checkpoint also holds the
      RNG state of every rank, so a multi-process run resumes exactly where it stopped.
 
-With one process everything here is a no-op, and ``train`` is the single-process loop, bit for bit.
+With one process everything here is a no-op, and the loop is the single-process loop, bit for bit.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -90,29 +90,13 @@ class DistContext:
             return [list(b) for b in batches]
         return [list(b[self.rank::self.world_size]) for b in batches]
 
-    def wrap_task(self, task: T) -> T:
-        """A shallow copy of a ``training.GANTask`` whose networks are wrapped in DistributedDataParallel (the task
-        itself with one process). The checkpoint keeps the unwrapped networks: their state dicts load anywhere.
-        """
+    def wrap_modules(self, modules: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+        """The modules a training step calls, by name: DistributedDataParallel replicas with several processes
+        (gradients averaged over the ranks), the modules themselves with one. The checkpoint keeps the unwrapped
+        modules: their state dicts load anywhere."""
         if not self.enabled:
-            return task
-        wrapped = copy.copy(task)
-        gen: nn.Module = task.generator  # type: ignore[attr-defined]
-        disc: nn.Module = task.discriminator  # type: ignore[attr-defined]
-        wrapped.generator = _ddp(gen)  # type: ignore[attr-defined]
-        ddp_disc = _ddp(disc)
-        wrapped.discriminator = ddp_disc  # type: ignore[attr-defined]
-
-        def discriminate(image: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
-            # The generator step runs D with its parameters frozen (gradients only flow through D into G). DDP
-            # would then wait for D gradients that never come; there is nothing of D to synchronise in that pass,
-            # so it calls the plain module (its BatchNorm buffers are re-broadcast by DDP's next forward).
-            if any(p.requires_grad for p in disc.parameters()):
-                return ddp_disc(image, condition)
-            return disc(image, condition)
-
-        wrapped.discriminate = discriminate  # type: ignore[attr-defined]
-        return wrapped
+            return dict(modules)
+        return {name: _Replica(module) for name, module in modules.items()}
 
     def sync_stop(self, stop: Any, *flags: bool) -> tuple[bool, ...]:
         """One all-reduce per step: ``(stop requested on any rank, *each flag set on any rank)``.
@@ -167,8 +151,8 @@ class DistContext:
         return fn()
 
     def diverge_rng(self, seed: int, salt: int = 0) -> None:
-        """Reseed the global RNG of ranks > 0 from ``(seed, rank, salt)``: the random draws of a task (the DCGAN's
-        noise) differ between ranks, while rank 0 keeps the single-process stream."""
+        """Reseed the global RNG of ranks > 0 from ``(seed, rank, salt)``: the random draws of an objective (the
+        DCGAN's noise) differ between ranks, while rank 0 keeps the single-process stream."""
         if self.enabled and self.rank > 0:
             torch.manual_seed((int(seed) * 1_000_003 + self.rank * 7919 + int(salt) * 104_729) % 2**63)
 
@@ -183,6 +167,26 @@ def _ddp(module: nn.Module) -> DistributedDataParallel:
     param = next(module.parameters())
     device_ids = [param.device.index] if param.device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=device_ids)
+
+
+class _Replica(nn.Module):
+    """A module under DistributedDataParallel, called through DDP only while its weights take gradients.
+
+    A pass with the module's parameters frozen (a GAN's generator step through the discriminator: gradients flow
+    through it to another module only) would leave DDP waiting for gradients that never come; there is nothing of
+    the module to synchronise in such a pass, so it calls the plain module (BatchNorm buffers are re-broadcast by
+    DDP's next forward pass).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.ddp = _ddp(module)
+        self._params = [p for p in module.parameters()]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if any(p.requires_grad for p in self._params):
+            return self.ddp(*args, **kwargs)
+        return self.ddp.module(*args, **kwargs)
 
 
 SINGLE = DistContext()

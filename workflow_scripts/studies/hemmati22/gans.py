@@ -15,8 +15,9 @@ import torch
 from workflow_scripts.imaging.scaling import AsinhScaling
 from workflow_scripts.detection import (estimate_noise_sigma)
 from workflow_scripts.models import DCGANDiscriminator, DCGANGenerator, SRDiscriminator, SRGenerator
-from workflow_scripts.train.loop import (AsinhNoise, ConditionalTask, NoiseToImageTask, TrainConfig, TrainResult,
-                                         generate, load_generator, noise, train)
+from workflow_scripts.train.inference import generate, load_model, noise
+from workflow_scripts.train.loop import TrainConfig, TrainResult, train
+from workflow_scripts.train.objectives.gan import AsinhNoise, ConditionalGAN, NoiseToImageGAN
 
 from workflow_scripts.errors import StudyError
 
@@ -62,19 +63,21 @@ def train_gan(model: Mapping[str, Any], hi: np.ndarray, lo: np.ndarray | None, s
     channels = hi.shape[1]
     cfg = train_config(model, seed, device)
     if model["kind"] == "dcgan":
-        task = NoiseToImageTask(DCGANGenerator(DCGAN_NZ, channels, base=model["base"]),
-                                DCGANDiscriminator(channels, base=model["base"]), nz=DCGAN_NZ)
+        objective: NoiseToImageGAN | ConditionalGAN = NoiseToImageGAN(
+            DCGANGenerator(DCGAN_NZ, channels, base=model["base"]), DCGANDiscriminator(channels, base=model["base"]),
+            nz=DCGAN_NZ)
         data: Any = _scale(scalings["hi"], hi)
     else:
         if lo is None:
             raise StudyError("an srgan needs the low-resolution training images")
         observe = ambient_noise(hi, scalings["hi"]) if model.get("ambient_noise", False) else None
-        task = ConditionalTask(SRGenerator(channels, base=model["base"], upsample=model.get("upsample", "transposed"),
-                                            skip=model.get("skip", False),
-                                            zero_residual=model.get("zero_residual", False)),
-                               SRDiscriminator(channels, base=model["base"], conditional=True), observe=observe)
+        objective = ConditionalGAN(SRGenerator(channels, base=model["base"],
+                                               upsample=model.get("upsample", "transposed"),
+                                               skip=model.get("skip", False),
+                                               zero_residual=model.get("zero_residual", False)),
+                                   SRDiscriminator(channels, base=model["base"], conditional=True), observe=observe)
         data = (_scale(scalings["lo"], lo), _scale(scalings["hi"], hi))
-    return train(task, data, cfg, out_dir, progress=progress)
+    return train(objective, data, cfg, out_dir, progress=progress)
 
 
 def background_sigma(cube: np.ndarray) -> np.ndarray:
@@ -97,14 +100,14 @@ def ambient_noise(hi: np.ndarray, scaling: AsinhScaling) -> AsinhNoise:
 def super_resolve(generator_path: str | Path, lo: np.ndarray, scalings: Mapping[str, AsinhScaling],
                   device: str = "auto", batch_size: int = 256) -> np.ndarray:
     """GAN hi-res images (physical units) of low-resolution stamps (physical units)."""
-    generator = load_generator(generator_path, device)
+    generator = load_model(generator_path, device)
     out = generate(generator, _scale(scalings["lo"], lo), batch_size=batch_size)
     return scalings["hi"].inverse(np.clip(out, -1.0, 1.0)).astype(np.float32)
 
 
 def dcgan_samples(generator_path: str | Path, n: int, seed: int, scaling: AsinhScaling,
                   device: str = "auto") -> np.ndarray:
-    generator = load_generator(generator_path, device)
+    generator = load_model(generator_path, device)
     z = noise(n, DCGAN_NZ, seed)
     out = generate(generator, z, batch_size=n)
     return scaling.inverse(np.clip(out, -1.0, 1.0)).astype(np.float32)
