@@ -253,6 +253,10 @@ def test_resume_after_crash_and_after_extending_epochs(tmp_path, reference):
     assert res.resumed and (res.start_epoch, res.start_step) == (1, 0)
     assert_same_weights(params(task.generator), reference[0])
     assert_same_weights(params(task.discriminator), reference[1])
+    assert res.throughput().endswith(" images/s") and "nan" not in res.throughput()
+    # run again once finished: nothing to train, and the log line says so instead of "nan images/s"
+    again = train(sr_task(), data, cfg(), tmp_path, progress=False)
+    assert again.resumed and again.throughput() == "nothing left to train (resumed from the checkpoint after epoch 3)"
 
 
 def test_checkpoint_of_another_setup_is_not_resumed(tmp_path):

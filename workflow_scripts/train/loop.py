@@ -37,6 +37,8 @@ relativistic-average SGAN) and likelihood models (PixelCNN). What is trained, an
 
 from __future__ import annotations
 
+import math
+
 import csv
 import dataclasses
 import logging
@@ -220,6 +222,15 @@ class TrainResult:
     def generator_path(self) -> Path | None:
         """A GAN's name for :attr:`model_path`."""
         return self.model_path
+
+    def throughput(self) -> str:
+        """This call's training speed in words: ``"812.3 images/s"``, or what happened when it trained nothing
+        (a run resumed from the checkpoint of its last epoch has no speed to report, not ``nan images/s``)."""
+        if math.isfinite(self.images_per_second):
+            return f"{self.images_per_second:.1f} images/s"
+        if self.resumed:
+            return f"nothing left to train (resumed from the checkpoint after epoch {self.epochs_done})"
+        return "no images trained"
 
     def raise_if_preempted(self) -> None:
         if self.preempted:

@@ -65,8 +65,7 @@ def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = Tr
             tmp.write_text(json.dumps({"bands": bands, **{k: v.to_dict() for k, v in scalings.items()}}, indent=2))
     result = train_gan(model, hi, lo if model["kind"] == "srgan" else None, scalings, spec["seed"],
                        spec["device"], spec["out_dir"], progress=is_main)
-    log.info("%s: epochs %d, %.1f images/s, resumed=%s", name, result.epochs_done, result.images_per_second or 0,
-             result.resumed)
+    log.info("%s: epochs %d, %s, resumed=%s", name, result.epochs_done, result.throughput(), result.resumed)
     return result
 
 
