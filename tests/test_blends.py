@@ -221,6 +221,10 @@ def test_blend_file_round_trip(tmp_path):
     assert back.components is None and back.kind == "isolated"
     with pytest.raises(PipelineError, match="not found"):
         B.read_blends(tmp_path / "nope.fits")
+    bs.cube[5, 0, 10, 10] = np.nan
+    B.write_blends(tmp_path / "nan.fits", bs, provenance("beef", 9, "embedded"))
+    with pytest.raises(PipelineError, match=r"nan\.fits: 1 of 8 stamps have NaN or infinite pixels \(stamps 5\)"):
+        B.read_blends(tmp_path / "nan.fits")
 
 
 def test_blend_errors():

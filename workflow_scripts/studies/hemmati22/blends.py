@@ -45,8 +45,8 @@ import pandas as pd
 from astropy.io import fits
 from tqdm.auto import tqdm
 
-from workflow_scripts.imaging.stamps import (CutoutSet, dataframe_to_hdu, hdu_to_dataframe, parse_stamp_header,
-                                             stamp_header)
+from workflow_scripts.imaging.stamps import (CutoutSet, dataframe_to_hdu, hdu_to_dataframe, nonfinite_stamps,
+                                             parse_stamp_header, stamp_header)
 from workflow_scripts.imaging.degrade import RebinGeometry
 from workflow_scripts.errors import BoundaryError, PipelineError
 from workflow_scripts.io import atomic_path
@@ -425,4 +425,6 @@ def read_blends(path: str | Path) -> BlendSet:
                             components=comps)
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise BoundaryError(f"{path}: not a readable blend file ({type(exc).__name__}: {exc})") from None
+    if bad := nonfinite_stamps(cube):
+        raise BoundaryError(f"{path}: {bad}; remake it")
     return bset
