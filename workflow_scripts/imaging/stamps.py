@@ -1,14 +1,10 @@
-"""Galaxy selection, train/blend split, multi-band cutouts and the asinh scaling of Hemmati et al. 2022 (sec. 2).
+"""Multi-band cutouts of catalogue galaxies from the boundary mosaics, in one FITS file per set.
 
-* :func:`select_galaxies`: the paper's cuts (not a star, ``F160W < 25``, ``z < 5``, finite values).
-* :func:`split_by_declination`: a training region and a disjoint blend region, separated by a declination gap
-  at least one cutout wide (:func:`cutout_gap_arcsec`) so no cutout of one region overlaps one of the other.
+* :mod:`workflow_scripts.imaging.split`: regions of the sky whose cutouts cannot overlap.
 * :func:`extract_cutouts`: ``size`` x ``size`` cutouts of every band, placed with the WCS, in a
   :class:`CutoutSet`; cutouts that leave the mosaic or contain NaNs / no-data pixels are dropped and counted.
 * :func:`write_cutouts` / :func:`read_cutouts`: one FITS file per set (primary = cube, ``CATALOG`` and
   ``REJECTED`` binary tables), written atomically with provenance.
-* :class:`AsinhScaling`: the invertible asinh stretch (Lupton, Gunn & Szalay 1999) mapping fluxes to ~[-1, 1]
-  for the tanh output of the generators.
 
 Sub-pixel convention
 --------------------
@@ -246,6 +242,28 @@ def parse_stamp_header(hdr: fits.Header) -> tuple[list[str], list[float], float,
     bands = str(hdr["BANDS"]).split(",")
     zps = [float(hdr[f"PHOTZP{i + 1}"]) for i in range(len(bands))]
     return bands, zps, float(hdr["PIXSCALE"]), str(hdr.get("BUNIT", ""))
+
+
+def concat_cutouts(sets: Sequence[CutoutSet]) -> CutoutSet:
+    """One :class:`CutoutSet` of several with the same bands, size, zeropoints and pixel scale (e.g. one per field);
+    tables and rejected lists are stacked, summary counts added."""
+    if not sets:
+        raise CutoutError("concat_cutouts: no cutout set given")
+    first = sets[0]
+    for cs in sets[1:]:
+        if cs.bands != first.bands or cs.size != first.size or cs.zeropoints != first.zeropoints \
+                or abs(cs.pixel_scale - first.pixel_scale) > 1e-6 * first.pixel_scale:
+            raise CutoutError("concat_cutouts: the sets differ in bands, size, zeropoints or pixel scale")
+    if len(sets) == 1:
+        return first
+    summary: dict[str, int] = {}
+    for cs in sets:
+        for k, v in cs.summary.items():
+            summary[k] = summary.get(k, 0) + int(v)
+    return CutoutSet(cube=np.concatenate([cs.cube for cs in sets]), bands=list(first.bands),
+                     table=pd.concat([cs.table for cs in sets], ignore_index=True), pixel_scale=first.pixel_scale,
+                     zeropoints=list(first.zeropoints), bunit=first.bunit,
+                     rejected=pd.concat([cs.rejected for cs in sets], ignore_index=True), summary=summary)
 
 
 def write_cutouts(path: str | Path, cutouts: CutoutSet, prov: Mapping[str, Any]) -> None:

@@ -5,13 +5,14 @@ augmentation, scaling, the ambient-noise measurement model, and inference.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from workflow_scripts.imaging.augment import augment, dihedral  # noqa: F401  (re-exported)
 from workflow_scripts.imaging.scaling import AsinhScaling
 from workflow_scripts.detection import (estimate_noise_sigma)
 from workflow_scripts.models import DCGANDiscriminator, DCGANGenerator, SRDiscriminator, SRGenerator
@@ -28,20 +29,6 @@ DCGAN_NZ = 100
 
 
 # --------------------------------------------------------------------------------------------- training
-def dihedral(x: np.ndarray, k: int) -> np.ndarray:
-    """The k-th of the 8 rotations/flips of the last two axes (k = 0 is the identity)."""
-    y = np.rot90(x, k % 4, axes=(-2, -1))
-    return np.flip(y, axis=-1) if k >= 4 else y
-
-
-def augment(arrays: Sequence[np.ndarray], copies: int) -> list[np.ndarray]:
-    """``copies`` dihedral copies of every stamp, the same transform for each aligned array (lo and hi).
-
-    Stamps are centred on their galaxy (hi-res 31.5, lo-res 10), so rotations keep lo and hi aligned.
-    """
-    return [np.concatenate([dihedral(a, k) for k in range(copies)]).astype(np.float32) for a in arrays]
-
-
 def fit_scaling(cube: np.ndarray) -> AsinhScaling:
     """Invertible per-band asinh scaling of a (N, bands, H, W) cube into [-1, 1] (the generator's tanh range)."""
     return AsinhScaling.fit(cube, per_band=True)
