@@ -4,7 +4,8 @@ Every model records the keyword arguments it was built with in ``model.arch`` (a
 holds ``(class name, arch, state_dict)`` and :func:`build_model` rebuilds the network for inference.
 
 Conventions shared by all discriminators: ``forward(image, condition=None)`` returning logits (no sigmoid; train
-with ``BCEWithLogitsLoss``). The DCGAN and SR discriminators return one logit per image, shape ``(B,)``.
+with ``BCEWithLogitsLoss``). The DCGAN and SR discriminators return one logit per image, shape ``(B,)``;
+the pix2pix PatchGAN a map of patch logits ``(B, 1, h, w)``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from workflow_scripts.models.dcgan import DCGANDiscriminator, DCGANGenerator, discriminator_body, init_weights
+from workflow_scripts.models.pix2pix import PatchDiscriminator, UNetGenerator
 from workflow_scripts.models.srgan import LOWRES_SIZE, SRDiscriminator, SRGenerator
 
 #: models that :func:`build_model` can rebuild from their name
@@ -22,6 +24,8 @@ MODELS: dict[str, type[nn.Module]] = {
     "DCGANDiscriminator": DCGANDiscriminator,
     "SRGenerator": SRGenerator,
     "SRDiscriminator": SRDiscriminator,
+    "UNetGenerator": UNetGenerator,
+    "PatchDiscriminator": PatchDiscriminator,
 }
 
 
@@ -53,8 +57,10 @@ __all__ = [
     "MODELS",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "PatchDiscriminator",
     "SRDiscriminator",
     "SRGenerator",
+    "UNetGenerator",
     "architecture",
     "build_model",
     "discriminator_body",
