@@ -43,6 +43,9 @@ def test_paper_preset_dry_run_builds_the_real_data_dag(tmp_path):
     assert counts["normalise_goodss"] == counts["normalise_ceers"] == counts["normalise_xdf"] == 1
     assert counts["psf"] == 7 + 6 + 3
     assert "simulate_goodss" not in counts
+    # the anomaly study reads the downloaded CEERS boundary like the embedded one: 6 matched bands, 1 pointing
+    assert counts["pearce_casey23_match"] == 6 and counts["pearce_casey23_catalog"] == 1
+    assert counts["pearce_casey23_train"] == 1 and counts["pearce_casey23_predict"] == 2
     assert not (tmp_path / "data").exists(), "a dry run must not create data"
 
 
@@ -182,3 +185,38 @@ def test_ci_blend_photometry_end_to_end(ci_run: Path):
     assert runs["lo_at_lo"]["measured_fraction"] > 0.7 and runs["lo_at_lo"]["bias"] < runs["hi_at_hi"]["bias"]
     for ext in ("png", "pdf"):
         assert (ci_run / f"results/figures/hemmati22/fig7_photometry.{ext}").stat().st_size > 5_000
+
+
+def test_ci_anomaly_study_end_to_end(ci_run: Path):
+    config = load_config(CI)
+    study = config["pearce_casey23"]
+    base = ci_run / "results/pearce_casey23"
+    metrics = json.loads((base / "metrics.json").read_text())
+    from workflow_scripts.metrics import validate_metrics
+    validate_metrics(metrics, "results/pearce_casey23/metrics.json")
+    entries = {e["id"]: e for e in metrics["entries"]}
+    assert metrics["study"] == "pearce_casey23" and {
+        "sed_error_median", "ero_sed_error_median", "merger_auc", "ero_auc", "baseline_merger_auc"} <= set(entries)
+    # the catalogue was made by sep on the matched detection band and carries the embedded truth labels
+    field = study["fields"][0]
+    cat = io.read_catalog(base / field / "catalog.parquet")
+    assert {"normal", "merger", "ero", "star"} <= set(cat["label"])
+    for band in study["input_bands"] + study["output_bands"]:
+        matched = io.read_mosaic(ci_run / config["data_dir"] / "derived/pearce_casey23" / field / f"{band}.fits")
+        assert matched.header["PSFMATCH"] == study["psf_target"] and matched.header["BKGSUB"]
+    # three disjoint cutout sets; no anomaly in training; the SED table scores validation + anomalies
+    from workflow_scripts.imaging.stamps import read_cutouts
+    sets = {s: read_cutouts(base / f"cutouts_{s}.fits") for s in ("train", "validation", "anomalies")}
+    assert all(cs.size == study["cutout_size"] and len(cs.bands) == 6 for cs in sets.values())
+    assert not sets["train"].table["label"].isin(["ero", "merger"]).any()
+    assert set(sets["anomalies"].table["label"]) <= {"ero", "merger"}
+    ids = [set(cs.table["id"]) for cs in sets.values()]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2])
+    table = __import__("pandas").read_parquet(base / "sed_errors.parquet")
+    assert len(table) == sets["validation"].n + sets["anomalies"].n
+    assert np.isfinite(table[["cgan_sed_error", "baseline_sed_error"]].to_numpy()).all()
+    losses = (base / "model/losses.csv").read_text().splitlines()
+    assert len(losses) == 1 + study["model"]["epochs"]
+    for name in ("fig1a_sed_error", "fig1b_eros", "fig1c_ero_sed", "fig1d_mergers", "fig1e_merger_sed", "roc"):
+        for ext in ("png", "pdf"):
+            assert (ci_run / f"results/figures/pearce_casey23/{name}.{ext}").stat().st_size > 5_000

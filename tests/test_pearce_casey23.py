@@ -1,0 +1,247 @@
+"""The anomaly study (Pearce-Casey+23) against known truth: sep detection and aperture photometry of GalSim sources
+of known flux, truth labels, the sky split, the scaling round trip, SED errors, the photometric baseline, the AUC,
+the metrics file, and the errors bad inputs raise."""
+
+from __future__ import annotations
+
+import copy
+
+import galsim
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from workflow_scripts.config import load_config, validate_config
+from workflow_scripts.detection.sources import DetectionError, aperture_fluxes, detect_sources
+from workflow_scripts.errors import ConfigError, PipelineError
+from workflow_scripts.imaging.split import cutout_gap_arcsec
+from workflow_scripts.imaging.stamps import CutoutSet, read_cutouts, write_cutouts
+from workflow_scripts.io import Mosaic, provenance
+from workflow_scripts.metrics import validate_metrics
+from workflow_scripts.studies.pearce_casey23 import catalog as pc_catalog, cgan, samples, sed
+from workflow_scripts.studies.pearce_casey23.metrics import compute_metrics
+
+SCALE = 0.03
+NPIX = 512
+ZP = 28.08652
+SIGMA = 0.002  # per-pixel noise (image unit)
+BANDS = ["F115W", "F150W", "F200W", "F277W", "F356W", "F444W"]
+STUDY = load_config()["pearce_casey23"]
+
+
+def make_wcs(npix: int = NPIX) -> WCS:
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [214.9, 52.9]
+    wcs.wcs.crpix = [npix / 2 + 0.5, npix / 2 + 0.5]
+    wcs.wcs.cdelt = [-SCALE / 3600, SCALE / 3600]
+    return wcs
+
+
+def mosaic(data: np.ndarray, band: str, wcs: WCS, rms: float = SIGMA) -> Mosaic:
+    hdr = fits.Header({"FILTER": band, "PHOTZP": ZP, "BUNIT": "MJy/sr", "TELESCOP": "JWST", "INSTRUME": "NIRCAM"})
+    return Mosaic(data=data.astype(np.float32), wcs=wcs, header=hdr, rms=np.full(data.shape, rms, np.float32))
+
+
+@pytest.fixture(scope="module")
+def field():
+    """Point-like and small exponential sources of known flux on a grid (no blending), white noise."""
+    rng = np.random.default_rng(3)
+    psf = galsim.Moffat(beta=3.0, fwhm=0.145)
+    xs, ys = np.meshgrid(np.arange(48, NPIX - 40, 52), np.arange(48, NPIX - 40, 52))
+    xs = xs.ravel() + rng.uniform(-0.5, 0.5, xs.size)
+    ys = ys.ravel() + rng.uniform(-0.5, 0.5, ys.size)
+    flux = 10 ** rng.uniform(-0.3, 1.0, xs.size)  # S/N in a 10 px aperture ~ 14-300
+    img = galsim.ImageF(NPIX, NPIX, scale=SCALE)
+    for x, y, f in zip(xs, ys, flux):
+        gal = galsim.Convolve(galsim.Exponential(half_light_radius=0.03, flux=f), psf)
+        gal.drawImage(img, center=galsim.PositionD(x + 1, y + 1), add_to_image=True, method="auto")
+    noiseless = img.array.copy()
+    noisy = noiseless + rng.normal(0, SIGMA, noiseless.shape)
+    return {"x": xs, "y": ys, "flux": flux, "noiseless": noiseless, "noisy": noisy, "wcs": make_wcs()}
+
+
+def test_detection_finds_every_injected_source_and_apertures_measure_their_flux(field):
+    table, bkg = detect_sources(field["noisy"].astype(">f4"), np.full((NPIX, NPIX), SIGMA, ">f4"),  # FITS order
+                                thresh_sigma=2.0, minarea=5)
+    assert bkg.global_rms == pytest.approx(SIGMA, rel=0.1)
+    d = np.hypot(table["x"].to_numpy()[:, None] - field["x"], table["y"].to_numpy()[:, None] - field["y"])
+    found = d.min(axis=0) < 1.0
+    assert found.all(), f"{(~found).sum()} of {found.size} injected sources missed"
+    # photometry at the true positions: the noiseless image's aperture flux within 3 sigma of the noise
+    true_ap, _, _ = aperture_fluxes(field["noiseless"], np.ones((NPIX, NPIX)), field["x"], field["y"], 10)
+    flux, err, _ = aperture_fluxes(field["noisy"], np.full((NPIX, NPIX), SIGMA), field["x"], field["y"], 10)
+    assert err == pytest.approx(SIGMA * np.sqrt(np.pi * 100), rel=0.02)
+    pull = (flux - true_ap) / err
+    assert np.abs(pull).max() < 4 and abs(np.mean(pull)) < 0.5
+    # a 0.3" aperture holds most of the light of these compact sources (Moffat beta 3 wings hold the rest)
+    assert np.median(true_ap / field["flux"]) == pytest.approx(0.93, abs=0.05)
+
+
+def test_detection_on_an_empty_image_names_the_file():
+    blank = np.random.default_rng(0).normal(0, SIGMA, (128, 128))
+    with pytest.raises(DetectionError, match="F277W.fits: no source found"):
+        detect_sources(blank, None, thresh_sigma=50.0, minarea=5, what="F277W.fits")
+
+
+def test_catalogue_labels_from_truth_and_barro_colours(field):
+    wcs = field["wcs"]
+    # LW bands 4x brighter than SW: every source has F277W - F444W = 0 and a normal SED
+    mosaics = {b: mosaic(field["noisy"] * (4 if b in ("F277W", "F356W", "F444W") else 1), b, wcs) for b in BANDS}
+    ra, dec = wcs.all_pix2world(field["x"], field["y"], 0)
+    truth = pd.DataFrame({"id": np.arange(len(ra)), "ra": ra, "dec": dec,
+                          "label": np.where(np.arange(len(ra)) % 5 == 0, "merger", "normal")})
+    truth = truth.iloc[1:]  # the first source has no truth entry: its detection is "unmatched"
+    cat, summary = pc_catalog.build_catalog(mosaics, STUDY, field="f", field_index=2, truth=truth)
+    assert (cat["id"] // pc_catalog.ID_STRIDE == 2).all() and cat["id"].is_unique
+    first = np.hypot(cat["x"] - field["x"][0], cat["y"] - field["y"][0]).idxmin()
+    assert cat.loc[first, "label"] == "unmatched"
+    assert summary["labels"]["merger"] == (np.arange(1, len(ra)) % 5 == 0).sum()
+    assert summary["completeness"]["by_label"]["normal"]["found"] == 1.0
+    colour = cat["mag_F277W"] - cat["mag_F444W"]
+    assert np.nanmedian(np.abs(colour)) < 0.05 and not cat["barro_ero"].any()
+    # make F444W 2 mag brighter than F277W: compact, flat in SW -> Barro EROs
+    cat2 = cat.copy()
+    cat2["mag_F444W"] = cat2["mag_F277W"] - 2.0
+    assert pc_catalog.barro_ero(cat2).sum() == (cat2["mag_F444W"] < 28).sum()
+
+
+def test_split_keeps_cutouts_of_training_and_validation_apart_and_anomalies_out():
+    rng = np.random.default_rng(1)
+    n = 400
+    cat = pd.DataFrame({"id": np.arange(n), "ra": 214.9 + rng.uniform(0, 0.02, n), "dec": 52.9 + rng.uniform(0, 0.02, n),
+                        "label": rng.choice(["normal", "normal", "normal", "merger", "ero"], n)})
+    parts = samples.split_field(cat, 0.25, 90, SCALE)
+    gap = cutout_gap_arcsec(90, SCALE)
+    assert parts["train"]["dec"].max() + gap / 3600 <= parts["validation"]["dec"].min() + 1e-12
+    assert not parts["train"]["label"].isin(["merger", "ero"]).any()
+    assert not parts["validation"]["label"].isin(["merger", "ero"]).any()
+    assert set(parts["anomalies"]["label"]) == {"merger", "ero"}
+    assert len(parts["anomalies"]) == cat["label"].isin(["merger", "ero"]).sum()
+
+
+def test_scaling_round_trip_and_training_range():
+    rng = np.random.default_rng(2)
+    sw = rng.normal(0, SIGMA, (20, 3, 32, 32)).astype(np.float32)
+    sw[:, :, 16, 16] += rng.uniform(0.01, 5.0, (20, 3))
+    lw = 3 * sw
+    sc = cgan.fit_scalings(sw, lw)
+    x = cgan.to_model_space(sw, sc["input"]).numpy()
+    assert np.abs(x).max() <= 1.0 + 1e-6           # the training data lie in the generator's tanh range
+    back = sc["input"].inverse(x)
+    assert np.allclose(back, sw, rtol=1e-5, atol=1e-7)
+    d = cgan.scalings_to_dict(sc, ["a", "b", "c"], ["d", "e", "f"], 0)
+    sc2 = cgan.scalings_from_dict(d)
+    assert np.allclose(sc2["output"].forward(lw), sc["output"].forward(lw))
+
+
+def test_sed_error_of_a_known_offset():
+    true = np.full((4, 3), 2.0)
+    err = np.full((4, 3), 0.01)
+    pred = true * 10 ** (-0.4 * np.array([0.0, 0.1, 0.2, 0.3]))[:, None]
+    out = sed.sed_errors(pred, true, err, [ZP] * 3, ["F277W", "F356W", "F444W"])
+    assert out["sed_error"].to_numpy() == pytest.approx([0.0, 0.1, 0.2, 0.3], abs=1e-9)
+    assert out["dmag_F444W"].to_numpy() == pytest.approx([0.0, 0.1, 0.2, 0.3], abs=1e-9)  # predicted fainter: > 0
+    with pytest.raises(PipelineError, match="flux errors"):
+        sed.sed_errors(pred, true, np.zeros_like(err), [ZP] * 3, ["F277W", "F356W", "F444W"])
+
+
+def test_stamp_fluxes_equal_mosaic_apertures(field):
+    x0, y0 = int(field["x"][5]) - 45, int(field["y"][5]) - 45
+    stamp = field["noisy"][y0:y0 + 90, x0:x0 + 90][None, None]
+    f = sed.stamp_fluxes(stamp, np.array([field["x"][5] - x0]), np.array([field["y"][5] - y0]), 10)
+    ref, _, _ = aperture_fluxes(field["noisy"], np.ones((NPIX, NPIX)), field["x"][5:6], field["y"][5:6], 10)
+    assert f[0, 0] == pytest.approx(ref[0], rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["gradient_boosting", "knn"])
+def test_baseline_learns_a_colour_relation_and_misses_an_unseen_one(kind):
+    rng = np.random.default_rng(4)
+    n = 600
+    inb, outb = ["F115W", "F150W", "F200W"], ["F277W", "F356W", "F444W"]
+    zps = {b: ZP for b in inb + outb}
+    m = rng.uniform(22, 26, n)
+    slope = rng.uniform(-0.3, 0.3, n)  # SED slope: visible in the SW colours, continued into the LW bands
+    table = pd.DataFrame({"id": np.arange(n)})
+    for i, b in enumerate(inb + outb):
+        table[f"flux_{b}"] = 10 ** (-0.4 * (m + slope * i - ZP))
+        table[f"fluxerr_{b}"] = 1e-4 * table[f"flux_{b}"]
+    train, test = table.iloc[:500], table.iloc[500:]
+    models = sed.fit_baseline(train, inb, outb, zps, {"kind": kind, "n_neighbors": 10}, seed=0)
+    pred = sed.baseline_fluxes(models, test, inb, outb, zps)
+    true = test[[f"flux_{b}" for b in outb]].to_numpy()
+    err = test[[f"fluxerr_{b}" for b in outb]].to_numpy()
+    normal = sed.sed_errors(pred, true, err, [ZP] * 3, outb)["sed_error"]
+    assert normal.median() < 0.1
+    red = test.copy()  # an ERO-like LW excess that no SW colour announces
+    for b in outb:
+        red[f"flux_{b}"] *= 10 ** (0.4 * 1.5)
+    red_true = red[[f"flux_{b}" for b in outb]].to_numpy()
+    anomalous = sed.sed_errors(pred, red_true, err, [ZP] * 3, outb)["sed_error"]
+    assert sed.auc(anomalous.to_numpy(), normal.to_numpy()) > 0.99
+
+
+def test_auc_known_cases():
+    assert sed.auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert sed.auc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 0.0
+    assert sed.auc(np.ones(5), np.ones(5)) == 0.5
+    assert np.isnan(sed.auc(np.array([]), np.ones(3)))
+
+
+def _table(rng, n_norm=60, n_merger=20, n_ero=10):
+    rows = []
+    for label, n, err, s in (("normal", n_norm, 0.05, "validation"), ("merger", n_merger, 0.5, "anomalies"),
+                             ("ero", n_ero, 0.05, "anomalies")):
+        for _ in range(n):
+            e = abs(rng.normal(err, 0.02))
+            rows.append({"set": s, "label": label, "mag_F444W": rng.uniform(22, 25.9), "cgan_sed_error": e,
+                         "cgan_chi2": e * 100, "baseline_sed_error": abs(rng.normal(0.1, 0.05)),
+                         "baseline_chi2": 1.0, **{f"{m}_dmag_{b}": e for m in ("cgan", "baseline")
+                                                  for b in ("F277W", "F356W", "F444W")}})
+    return pd.DataFrame(rows)
+
+
+def test_metrics_of_a_known_table():
+    table = _table(np.random.default_rng(5))
+    metrics = compute_metrics(table, STUDY, seed=1)
+    validate_metrics(metrics, "metrics.json")
+    e = {x["id"]: x for x in metrics["entries"]}
+    assert e["merger_auc"]["ours"] > 0.99 and e["merger_auc"]["holds"] is True
+    assert 0.3 < e["ero_auc"]["ours"] < 0.7 and e["ero_auc"]["holds"] is True
+    assert 0.3 < e["baseline_merger_auc"]["ours"] < 0.7
+    assert e["sed_error_median"]["ours"] == pytest.approx(0.05, abs=0.01) and e["sed_error_median"]["holds"]
+    lo, hi = metrics["cgan"]["auc"]["ero"]["p16"], metrics["cgan"]["auc"]["ero"]["p84"]
+    assert lo < e["ero_auc"]["ours"] < hi
+
+
+def test_config_checks_name_the_bad_key():
+    config = load_config()
+    bad = copy.deepcopy(config)
+    bad["pearce_casey23"]["output_bands"] = ["F277W", "F356W", "F480M"]
+    with pytest.raises(ConfigError, match="pearce_casey23.output_bands = 'F480M' is not a band of ceers"):
+        validate_config(bad)
+    bad = copy.deepcopy(config)
+    bad["pearce_casey23"]["input_bands"] = ["F115W", "F277W"]
+    with pytest.raises(ConfigError, match="F277W is both an input and an output band"):
+        validate_config(bad)
+    bad = copy.deepcopy(config)
+    bad["pearce_casey23"]["fields"] = ["nircam9"]
+    with pytest.raises(ConfigError, match="nircam9"):
+        validate_config(bad)
+
+
+def test_missing_band_and_nan_cutouts_are_refused_naming_the_file(tmp_path):
+    rng = np.random.default_rng(6)
+    table = pd.DataFrame({"id": np.arange(4), "ra": np.zeros(4), "dec": np.zeros(4)})
+    cube = rng.normal(size=(4, 2, 16, 16)).astype(np.float32)
+    cs = CutoutSet(cube=cube, bands=["F115W", "F277W"], table=table, pixel_scale=SCALE, zeropoints=[ZP, ZP])
+    with pytest.raises(PipelineError, match="band 'F150W' is not in this cutout set"):
+        cgan.split_bands(cs, ["F115W", "F150W"], ["F277W"])
+    cube[2, 1, 3, 3] = np.nan
+    path = tmp_path / "cutouts_validation.fits"
+    write_cutouts(path, CutoutSet(cube=cube, bands=cs.bands, table=table, pixel_scale=SCALE,
+                                  zeropoints=[ZP, ZP]), provenance("abc", 1, "embedded"))
+    with pytest.raises(PipelineError, match="cutouts_validation.fits: 1 of 4 stamps have NaN"):
+        read_cutouts(path)

@@ -1,0 +1,103 @@
+"""Headline metrics of the anomaly study from the SED-error table (:func:`.sed.score_sets`).
+
+The comparison sample of every ranking is the normal validation galaxies brighter than ``sed.bright_mag`` in the
+last output band (F444W), against the anomalies brighter than the same limit: fainter objects' SED errors are set by
+the noise, not by the prediction. AUCs carry a bootstrap 68 % interval (objects resampled within each class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.metrics import entry
+from workflow_scripts.studies.pearce_casey23.paper import GOALS, PAPER_STATEMENTS
+from workflow_scripts.studies.pearce_casey23.sed import auc
+
+#: bootstrap draws of the AUC intervals
+N_BOOTSTRAP = 500
+METHODS = ("cgan", "baseline")
+
+
+def normal_label(table: pd.DataFrame) -> np.ndarray:
+    """Rows counted as normal galaxies: ``normal`` on embedded data, anything not an anomaly on real data."""
+    lab = table["label"].astype(str)
+    return (lab == "normal").to_numpy() if (lab == "normal").any() else (~lab.isin(("ero", "merger", "star"))).to_numpy()
+
+
+def groups(table: pd.DataFrame, study: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The comparison sample: bright normal validation galaxies, bright EROs, bright mergers."""
+    band = study["output_bands"][-1]
+    bright = (table[f"mag_{band}"].to_numpy(float) < study["sed"]["bright_mag"])
+    val = table["set"].eq("validation").to_numpy()
+    return {"normal": table[val & bright & normal_label(table)],
+            "ero": table[~val & bright & table["label"].eq("ero").to_numpy()],
+            "merger": table[~val & bright & table["label"].eq("merger").to_numpy()]}
+
+
+def bootstrap_auc(pos: np.ndarray, neg: np.ndarray, seed: int, n: int = N_BOOTSTRAP) -> tuple[float, float]:
+    """16th and 84th percentiles of the AUC over bootstrap resamples of both classes."""
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = [auc(rng.choice(pos, len(pos)), rng.choice(neg, len(neg))) for _ in range(n)]
+    lo, hi = np.nanpercentile(draws, [16, 84])
+    return float(lo), float(hi)
+
+
+def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    g = groups(table, study)
+    bright = study["sed"]["bright_mag"]
+    band = study["output_bands"][-1]
+    detail: dict[str, Any] = {"n": {k: int(len(v)) for k, v in g.items()}, "bright_mag": bright, "band": band}
+    for m in METHODS:
+        col = f"{m}_sed_error"
+        detail[m] = {"sed_error_median": {k: float(np.median(v[col])) if len(v) else None for k, v in g.items()},
+                     "auc": {}, "auc_chi2": {}}
+        for cls in ("ero", "merger"):
+            a = auc(g[cls][col].to_numpy(), g["normal"][col].to_numpy())
+            lo, hi = bootstrap_auc(g[cls][col].to_numpy(), g["normal"][col].to_numpy(), seed)
+            detail[m]["auc"][cls] = {"auc": a, "p16": lo, "p84": hi}
+            detail[m]["auc_chi2"][cls] = auc(g[cls][f"{m}_chi2"].to_numpy(), g["normal"][f"{m}_chi2"].to_numpy())
+        per_band = {}
+        for b in study["output_bands"]:
+            v = g["normal"][f"{m}_dmag_{b}"].to_numpy(float)
+            per_band[b] = {"median_abs": float(np.median(np.abs(v))) if v.size else None,
+                           "median": float(np.median(v)) if v.size else None}
+        detail[m]["validation_dmag"] = per_band
+    cg, bl = detail["cgan"], detail["baseline"]
+    sed_med = cg["sed_error_median"]["normal"]
+    ero_med = cg["sed_error_median"]["ero"]
+    m_auc, e_auc = cg["auc"]["merger"]["auc"], cg["auc"]["ero"]["auc"]
+    b_m_auc, b_e_auc = bl["auc"]["merger"]["auc"], bl["auc"]["ero"]["auc"]
+
+    def holds(ok: bool, value: Any) -> bool | None:
+        return None if value is None or not np.isfinite(value) else bool(ok)
+
+    entries = [
+        entry("sed_error_median", f"median LW SED error (mean |dmag| over {', '.join(study['output_bands'])}), "
+              f"normal validation galaxies with {band} < {bright:g}", PAPER_STATEMENTS["sed_error_median"], sed_med,
+              "mag", f"<= {GOALS['sed_error_median']}",
+              holds(sed_med is not None and sed_med <= GOALS["sed_error_median"], sed_med)),
+        entry("ero_sed_error_median", f"median LW SED error of the EROs with {band} < {bright:g}",
+              PAPER_STATEMENTS["ero_sed_error_median"], ero_med, "mag", None, None),
+        entry("merger_auc", "ROC AUC of the cGAN SED error, mergers vs normal validation galaxies",
+              PAPER_STATEMENTS["merger_auc"], m_auc, "", f">= {GOALS['merger_auc']}",
+              holds(m_auc >= GOALS["merger_auc"], m_auc)),
+        entry("ero_auc", "ROC AUC of the cGAN SED error, EROs vs normal validation galaxies",
+              PAPER_STATEMENTS["ero_auc"], e_auc, "", f"<= {GOALS['ero_auc']}",
+              holds(e_auc <= GOALS["ero_auc"], e_auc)),
+        entry("baseline_merger_auc", "the same AUC for the photometry-only baseline (SW magnitudes -> LW)", None,
+              b_m_auc, "", None, None),
+        entry("baseline_ero_auc", "the same ERO AUC for the photometry-only baseline", None, b_e_auc, "", None,
+              None),
+        entry("baseline_sed_error_median", "median LW SED error of the baseline, same galaxies", None,
+              bl["sed_error_median"]["normal"], "mag", None, None),
+    ]
+    return {"study": "pearce_casey23", "entries": entries, **detail}
+
+
+__all__ = ["METHODS", "bootstrap_auc", "compute_metrics", "groups", "normal_label"]

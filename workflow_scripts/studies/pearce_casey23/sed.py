@@ -1,0 +1,158 @@
+"""The SED error of a prediction and the anomaly ranking (Pearce-Casey+23 sec. 4), for the cGAN and for a
+photometry-only baseline.
+
+* Aperture photometry of the predicted output bands at each cutout's source position (``xc``, ``yc``), with the
+  catalogue's aperture (sep.sum_circle, the same radius): the true fluxes and their errors are the catalogue's,
+  measured on the same pixels.
+* Per band ``delta_mag = m_pred - m_true`` with each flux floored at its 1-sigma error (faint sources keep a finite
+  magnitude); the **SED error** is the mean of ``|delta_mag|`` over the output bands; ``chi2`` is the mean of
+  ``((f_pred - f_true) / err)^2``.
+* Baseline: the output-band magnitudes predicted from the input-band magnitudes alone (scikit-learn gradient
+  boosting or kNN, one regressor per output band, trained on the training set's catalogue photometry), scored the
+  same way. Does the pixel-level cGAN find mergers better than photometry alone?
+* Ranking: ROC AUC of a score separating an anomaly class (mergers, EROs) from the normal validation galaxies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.detection.sources import aperture_fluxes
+from workflow_scripts.errors import StudyError
+from workflow_scripts.imaging.stamps import CutoutSet
+
+log = logging.getLogger(__name__)
+
+
+def stamp_fluxes(cube: np.ndarray, xc: np.ndarray, yc: np.ndarray, radius_px: float) -> np.ndarray:
+    """Aperture fluxes (N, bands) of stamps ``cube`` (N, bands, H, W) at each stamp's ``(xc, yc)``."""
+    n, nb = cube.shape[:2]
+    out = np.empty((n, nb))
+    ones = np.ones(cube.shape[-2:], dtype=np.float64)
+    for i in range(n):
+        for b in range(nb):
+            f, _, _ = aperture_fluxes(cube[i, b], ones, np.array([xc[i]]), np.array([yc[i]]), radius_px)
+            out[i, b] = f[0]
+    return out
+
+
+def floored_mag(flux: np.ndarray, err: np.ndarray, zeropoint: float | np.ndarray) -> np.ndarray:
+    """AB magnitude of ``max(flux, err)`` (a source below 1 sigma counts as a 1-sigma source)."""
+    f = np.maximum(np.asarray(flux, float), np.asarray(err, float))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(zeropoint) - 2.5 * np.log10(f)
+
+
+def sed_errors(pred: np.ndarray, true: np.ndarray, err: np.ndarray, zeropoints: Sequence[float],
+               bands: Sequence[str]) -> pd.DataFrame:
+    """Per object: ``dmag_{b}`` per band, ``sed_error`` (mean |dmag|, mag) and ``chi2`` (mean over bands)."""
+    zp = np.asarray(zeropoints, float)[None, :]
+    if not (np.asarray(err) > 0).all():
+        raise StudyError("SED error: some flux errors are not > 0 (aperture on no-data pixels?)")
+    dmag = floored_mag(pred, err, zp) - floored_mag(true, err, zp)
+    out = pd.DataFrame({f"dmag_{b}": dmag[:, i] for i, b in enumerate(bands)})
+    out["sed_error"] = np.abs(dmag).mean(axis=1)
+    out["chi2"] = (((pred - true) / err) ** 2).mean(axis=1)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ baseline
+def _features(table: pd.DataFrame, bands: Sequence[str], zeropoints: Sequence[float]) -> np.ndarray:
+    """Floored magnitudes of ``bands`` and their adjacent colours."""
+    mags = np.stack([floored_mag(table[f"flux_{b}"].to_numpy(float), table[f"fluxerr_{b}"].to_numpy(float), zp)
+                     for b, zp in zip(bands, zeropoints)], axis=1)
+    colours = mags[:, :-1] - mags[:, 1:]
+    return np.concatenate([mags, colours], axis=1)
+
+
+def fit_baseline(train: pd.DataFrame, input_bands: Sequence[str], output_bands: Sequence[str],
+                 zeropoints: Mapping[str, float], cfg: Mapping[str, Any], seed: int) -> list[Any]:
+    """One regressor per output band: its floored magnitude from the input bands' magnitudes and colours."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = _features(train, input_bands, [zeropoints[b] for b in input_bands])
+    models = []
+    for b in output_bands:
+        y = floored_mag(train[f"flux_{b}"].to_numpy(float), train[f"fluxerr_{b}"].to_numpy(float), zeropoints[b])
+        if cfg["kind"] == "knn":
+            k = min(int(cfg.get("n_neighbors", 15)), len(train))
+            reg = make_pipeline(StandardScaler(), KNeighborsRegressor(n_neighbors=k, weights="distance"))
+        else:
+            reg = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, min_samples_leaf=10,
+                                                random_state=seed)
+        models.append(reg.fit(x, y))
+    return models
+
+
+def baseline_fluxes(models: Sequence[Any], table: pd.DataFrame, input_bands: Sequence[str],
+                    output_bands: Sequence[str], zeropoints: Mapping[str, float]) -> np.ndarray:
+    """Predicted output-band fluxes (N, bands) of the rows of ``table``."""
+    x = _features(table, input_bands, [zeropoints[b] for b in input_bands])
+    mags = np.stack([m.predict(x) for m in models], axis=1)
+    zp = np.array([zeropoints[b] for b in output_bands])[None, :]
+    return 10 ** (-0.4 * (mags - zp))
+
+
+def score_sets(study: Mapping[str, Any], train: CutoutSet, sets: Mapping[str, tuple[CutoutSet, CutoutSet]],
+               seed: int) -> pd.DataFrame:
+    """SED errors of the cGAN and of the baseline for every object of ``sets`` (name -> (true cutouts, predicted
+    cutouts)): one row per object with ``set``, its catalogue columns, ``cgan_*`` and ``baseline_*`` scores."""
+    inb, outb = list(study["input_bands"]), list(study["output_bands"])
+    zps = {b: train.zeropoints[train.band_index(b)] for b in inb + outb}
+    models = fit_baseline(train.table, inb, outb, zps, study["baseline"], seed)
+    radius = float(study["aperture_radius_px"])
+    rows = []
+    for name, (true_cs, pred_cs) in sets.items():
+        table = true_cs.table
+        if pred_cs.n != true_cs.n or not np.array_equal(pred_cs.table["id"].to_numpy(), table["id"].to_numpy()):
+            raise StudyError(f"the predicted {name} cutouts do not match the {name} set (remake the prediction)")
+        true = np.stack([table[f"flux_{b}"].to_numpy(float) for b in outb], axis=1)
+        err = np.stack([table[f"fluxerr_{b}"].to_numpy(float) for b in outb], axis=1)
+        pred = stamp_fluxes(pred_cs.cube, table["xc"].to_numpy(float), table["yc"].to_numpy(float), radius)
+        base = baseline_fluxes(models, table, inb, outb, zps)
+        zp_out = [zps[b] for b in outb]
+        cg = sed_errors(pred, true, err, zp_out, outb).add_prefix("cgan_")
+        bl = sed_errors(base, true, err, zp_out, outb).add_prefix("baseline_")
+        keep = [c for c in table.columns if c in ("id", "field", "label", "ra", "dec", "x", "y", "xc", "yc")
+                or c.startswith(("mag_", "flux_", "fluxerr_", "truth_mag_")) or c in ("barro_ero", "pair_id")]
+        part = pd.concat([table[keep].reset_index(drop=True), cg, bl], axis=1)
+        for i, b in enumerate(outb):
+            part[f"pred_flux_{b}"], part[f"baseline_flux_{b}"] = pred[:, i], base[:, i]
+        part.insert(0, "set", name)
+        rows.append(part)
+    return pd.concat(rows, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------------- ranking
+def auc(score_pos: np.ndarray, score_neg: np.ndarray) -> float:
+    """ROC AUC of ``score`` separating positives from negatives (higher = more anomalous); NaN if a class is
+    empty."""
+    from sklearn.metrics import roc_auc_score
+
+    pos, neg = np.asarray(score_pos, float), np.asarray(score_neg, float)
+    pos, neg = pos[np.isfinite(pos)], neg[np.isfinite(neg)]
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    y = np.r_[np.ones(pos.size), np.zeros(neg.size)]
+    return float(roc_auc_score(y, np.r_[pos, neg]))
+
+
+def roc_curve(score_pos: np.ndarray, score_neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.metrics import roc_curve as _roc
+
+    pos, neg = np.asarray(score_pos, float), np.asarray(score_neg, float)
+    y = np.r_[np.ones(pos.size), np.zeros(neg.size)]
+    fpr, tpr, _ = _roc(y, np.r_[pos, neg])
+    return fpr, tpr
+
+
+__all__ = ["auc", "baseline_fluxes", "fit_baseline", "floored_mag", "roc_curve", "score_sets", "sed_errors",
+           "stamp_fluxes"]
