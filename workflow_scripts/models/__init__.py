@@ -16,6 +16,8 @@ from torch import nn
 
 from workflow_scripts.models.dcgan import DCGANDiscriminator, DCGANGenerator, discriminator_body, init_weights
 from workflow_scripts.models.pix2pix import PatchDiscriminator, UNetGenerator
+from workflow_scripts.models.pixelcnn import PixelCNN
+from workflow_scripts.models.sgan import SGANDiscriminator, SGANGenerator
 from workflow_scripts.models.srgan import LOWRES_SIZE, SRDiscriminator, SRGenerator
 
 #: models that :func:`build_model` can rebuild from their name
@@ -26,6 +28,9 @@ MODELS: dict[str, type[nn.Module]] = {
     "SRDiscriminator": SRDiscriminator,
     "UNetGenerator": UNetGenerator,
     "PatchDiscriminator": PatchDiscriminator,
+    "PixelCNN": PixelCNN,
+    "SGANGenerator": SGANGenerator,
+    "SGANDiscriminator": SGANDiscriminator,
 }
 
 
@@ -58,6 +63,9 @@ __all__ = [
     "DCGANDiscriminator",
     "DCGANGenerator",
     "PatchDiscriminator",
+    "PixelCNN",
+    "SGANDiscriminator",
+    "SGANGenerator",
     "SRDiscriminator",
     "SRGenerator",
     "UNetGenerator",

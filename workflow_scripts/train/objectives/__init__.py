@@ -2,6 +2,8 @@
 
 * :mod:`.gan`: the GAN pair (noise-to-image DCGAN; conditional SR-GAN / pix2pix with optional L1 and an
   ambient-noise ``observe``);
+* :mod:`.ragan`: the relativistic-average standard GAN with PacGAN-2 packing (Smith & Geach 2019's Spatial-GAN:
+  noise fields in, a packed discriminator; ``ragan_losses``);
 * :mod:`.likelihood`: one density model trained by maximum likelihood (NLL in nats, bits/dim reported).
 """
 
@@ -20,6 +22,8 @@ from workflow_scripts.train.objectives.gan import (
                                                    NoiseToImageTask,
 )
 from workflow_scripts.train.objectives.likelihood import LikelihoodObjective, LogProb
+from workflow_scripts.train.objectives.ragan import RelativisticPackedGAN, ragan_losses
 
 __all__ = ["AsinhNoise", "ConditionalGAN", "ConditionalTask", "GANObjective", "GANTask", "LikelihoodObjective",
-           "LogProb", "NoiseToImageGAN", "NoiseToImageTask", "Objective", "StepContext", "module_fingerprint"]
+           "LogProb", "NoiseToImageGAN", "NoiseToImageTask", "Objective", "RelativisticPackedGAN", "StepContext",
+           "module_fingerprint", "ragan_losses"]

@@ -1,0 +1,260 @@
+"""The PixelCNN++-style density model (workflow_scripts.models.pixelcnn): raster-order causality of the shifted
+convolutions, the discretised logistic mixture (normalised, equal to the hand-computed CDF differences, safe in the
+tails), training through LikelihoodObjective down to well below the 8 bits/dim of a uniform model with a simple
+out-of-distribution check, the build_model round trip, and sampling on the quantisation grid."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from workflow_scripts.models import MODELS, PixelCNN, architecture, build_model
+from workflow_scripts.models.pixelcnn import discretized_logistic_log_prob, quantize, sample
+from workflow_scripts.train import LikelihoodObjective, TrainConfig, load_model, train
+
+torch.set_num_threads(1)
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def grid(bits: int) -> torch.Tensor:
+    """The 2**bits bin centres on [-1, 1]."""
+    top = 2**bits - 1
+    return torch.arange(top + 1, dtype=torch.float64) * (2.0 / top) - 1.0
+
+
+def one_pixel_params(logits, means, log_scales, dtype=torch.float32) -> torch.Tensor:
+    """Mixture parameters of one pixel, ``(1, 3 * n_mix, 1, 1)``."""
+    return torch.tensor([*logits, *means, *log_scales], dtype=dtype).reshape(1, -1, 1, 1)
+
+
+def at_values(params: torch.Tensor, values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Log-likelihood of each value in ``values`` under the one-pixel ``params``."""
+    n = values.numel()
+    x = values.to(params.dtype).reshape(n, 1, 1, 1)
+    return discretized_logistic_log_prob(params.expand(n, -1, -1, -1), x, bits).reshape(n)
+
+
+# ------------------------------------------------------------------------------------------- quantisation
+def test_quantize_maps_to_bin_centres():
+    x = torch.linspace(-1.3, 1.3, 1001)
+    for bits in (1, 5, 8):
+        q = quantize(x, bits)
+        k = (q + 1) * (2**bits - 1) / 2
+        assert torch.allclose(k, k.round(), atol=1e-4) and k.min() == 0 and k.max() == 2**bits - 1
+        assert torch.equal(quantize(q, bits), q)  # idempotent: quantised data stay as they are
+        inside = x.abs() <= 1
+        assert (q - x)[inside].abs().max() <= 1.0 / (2**bits - 1) + 1e-6  # the nearest centre
+    # PixelCNN++'s grid x / 127.5 - 1 (0 is a tie between levels 127 and 128, rounded to even)
+    assert torch.allclose(quantize(torch.tensor([0.0, 1.0, -1.0, 0.5, 0.3]), 8),
+                          torch.tensor([128 / 127.5 - 1, 1.0, -1.0, 191 / 127.5 - 1, 166 / 127.5 - 1]), atol=1e-6)
+    with pytest.raises(ValueError, match="bits"):
+        quantize(x, 0)
+
+
+# ------------------------------------------------------------------------------------------- likelihood
+@pytest.mark.parametrize("bits", [5, 8])
+@pytest.mark.parametrize("mixture", [
+    ([0.0], [0.1], [math.log(0.2)]),                         # one logistic inside the range
+    ([0.3, -1.0, 2.0], [-0.7, 0.25, 1.6], [-2.0, 0.5, -4.0]),  # a mixture, one mean outside [-1, 1]
+    ([1.0, 0.0], [0.0, -1.0], [-7.0, -12.0]),                 # at the floor of the scale (and below it: clamped)
+    ([0.0], [-5.0], [3.0]),                                   # very wide, far below the range: edge bins
+])
+def test_discretized_logistic_sums_to_one(bits, mixture):
+    params = one_pixel_params(*mixture)
+    logp = at_values(params, grid(bits), bits)
+    assert torch.isfinite(logp).all()
+    assert float(logp.double().exp().sum()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_discretized_logistic_equals_the_hand_computed_cdf_difference():
+    bits, mu, s = 5, 0.1, 0.2
+    d = 1.0 / (2**bits - 1)  # half a bin
+    values = grid(bits)
+    expected = []
+    for v in values.tolist():
+        if v < -1 + d:    # the first bin integrates from -inf
+            p = sigmoid((v + d - mu) / s)
+        elif v > 1 - d:   # the last bin to +inf
+            p = 1.0 - sigmoid((v - d - mu) / s)
+        else:
+            p = sigmoid((v + d - mu) / s) - sigmoid((v - d - mu) / s)
+        expected.append(math.log(p))
+    expected = torch.tensor(expected, dtype=torch.float64)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        got = at_values(one_pixel_params([0.0], [mu], [math.log(s)], dtype), values, bits)
+        assert torch.allclose(got.double(), expected, atol=tol, rtol=0), (got.double() - expected).abs().max()
+
+    # a mixture of two: log(w1 P1 + w2 P2) with the softmax weights of the logits
+    logits, means, scales = (0.5, -0.5), (-0.3, 0.6), (0.1, 0.3)
+    w = [math.exp(a) / sum(math.exp(b) for b in logits) for a in logits]
+    v = values[10].item()
+    mass = [sigmoid((v + d - m) / sc) - sigmoid((v - d - m) / sc) for m, sc in zip(means, scales)]
+    got = at_values(one_pixel_params(logits, means, [math.log(sc) for sc in scales], torch.float64),
+                    values[10:11], bits)
+    assert float(got) == pytest.approx(math.log(w[0] * mass[0] + w[1] * mass[1]), abs=1e-10)
+
+
+def test_discretized_logistic_is_accurate_in_the_tails():
+    bits, d = 8, 1.0 / 255
+    # a bin ~7 scales above the mean: both sigmoids ~0.999 in float32, the difference ~1e-4 must not lose digits
+    mu, s = 0.0, 0.05
+    v = quantize(torch.tensor(0.35), bits).item()
+    exact = math.log(sigmoid((mu - v + d) / s) - sigmoid((mu - v - d) / s))  # the upper tail, computed in doubles
+    got = at_values(one_pixel_params([0.0], [mu], [math.log(s)]), torch.tensor([v]), bits)
+    assert float(got) == pytest.approx(exact, abs=1e-5)
+    # a bin far in the tail of a narrow logistic: the mass underflows, PixelCNN++'s log-density x bin width instead
+    mu, s = 0.0, math.exp(-7)
+    v = quantize(torch.tensor(0.5), bits).item()
+    z = (v - mu) / s
+    log_pdf = -z - math.log(s) - 2 * math.log1p(math.exp(-z))
+    got = at_values(one_pixel_params([0.0], [mu], [-7.0]), torch.tensor([v]), bits)
+    assert torch.isfinite(got).all()
+    assert float(got) == pytest.approx(log_pdf + math.log(2 * d), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- causality
+@pytest.mark.parametrize("channels", [1, 2])
+def test_outputs_depend_only_on_earlier_pixels_in_raster_order(channels):
+    torch.manual_seed(0)
+    model = PixelCNN(channels=channels, filters=8, n_resnet=2, n_mix=2).eval()
+    h, w = 7, 9
+    x = (torch.rand(2, channels, h, w) * 2 - 1).requires_grad_(True)
+    out = model(x)
+    assert out.shape == (2, channels * 3 * 2, h, w)
+    for i, j in [(0, 0), (0, 5), (3, 0), (3, 4), (4, 8), (6, 8)]:
+        here = i * w + j
+        for k in range(out.shape[1]):  # every mixture parameter, every channel
+            (g,) = torch.autograd.grad(out[0, k, i, j], x, retain_graph=True)
+            assert torch.all(g[1] == 0), "one image's output depends on another image of the batch"
+            flat = g[0].reshape(channels, h * w)
+            assert torch.all(flat[:, here:] == 0), f"param {k} at ({i}, {j}) sees pixel ({i}, {j}) or a later one"
+        (g,) = torch.autograd.grad(out[0, :, i, j].sum(), x, retain_graph=True)
+        if j > 0:
+            assert torch.all(g[0, :, i, j - 1] != 0), f"({i}, {j}) does not see the pixel on its left"
+        if i > 0:
+            assert torch.all(g[0, :, i - 1, j] != 0), f"({i}, {j}) does not see the pixel above it"
+
+    # the same by perturbation: changing pixel (3, 4) and everything after it leaves the outputs up to it unchanged
+    with torch.no_grad():
+        y = x.detach().clone().reshape(2, channels, h * w)
+        here = 3 * w + 4
+        y[:, :, here:] = torch.rand_like(y[:, :, here:]) * 2 - 1
+        changed = model(y.reshape(2, channels, h, w)).reshape(2, -1, h * w)
+        ref = model(x.detach()).reshape(2, -1, h * w)
+        assert torch.allclose(changed[:, :, :here + 1], ref[:, :, :here + 1], atol=1e-6, rtol=0)
+        assert (changed[:, :, here + 1:] - ref[:, :, here + 1:]).abs().max() > 1e-3
+
+
+def test_log_prob_and_pixel_map():
+    torch.manual_seed(1)
+    model = PixelCNN(filters=8, n_resnet=1, n_mix=3, bits=8).eval()
+    x = torch.rand(3, 1, 6, 5) * 2 - 1
+    with torch.no_grad():
+        pixels = model.log_prob_pixels(x)
+        logp = model.log_prob(x)
+        assert pixels.shape == (3, 6, 5) and logp.shape == (3,)
+        assert torch.allclose(logp, pixels.flatten(1).sum(1))
+        assert (pixels <= 0).all()  # probabilities of discrete values
+        xq = quantize(x, 8)
+        assert torch.allclose(model.log_prob(xq), logp)  # scored on the quantised image
+        assert torch.allclose(model.params_log_prob(model(xq), xq), logp)  # the objective's function agrees
+        assert torch.allclose(model.bits_per_dim(x), -logp / (math.log(2) * 30))
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        model(torch.zeros(2, 3, 4, 4))
+
+
+# ------------------------------------------------------------------------------------------- training
+def row_images(n: int, g: torch.Generator) -> torch.Tensor:
+    """Quantised 8x8 images that are constant along each row, each row's value drawn from {-1, 0, 1}: the first
+    pixel of a row carries log2(3) bits, the 7 others are copies of their left neighbour (an ideal model: 0.2
+    bits/dim). Three levels keep the test short: a copy must put a logistic of scale < 1/255 on the exact level,
+    which a tiny model learns for a few levels in a hundred steps but not for a continuum of them."""
+    levels = torch.tensor([-1.0, 0.0, 1.0])
+    rows = levels[torch.randint(3, (n, 1, 8, 1), generator=g)]
+    return quantize(rows.expand(n, 1, 8, 8).contiguous(), 8)
+
+
+def test_training_reports_bits_per_dim_and_separates_out_of_distribution_images(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data, held_out = row_images(256, g), row_images(64, g)
+    # same pixel histogram, other structures: constant along columns; independent pixels
+    columns = held_out.transpose(2, 3).contiguous()
+    scrambled = quantize(torch.tensor([-1.0, 0.0, 1.0])[torch.randint(3, (64, 1, 8, 8), generator=g)], 8)
+
+    model = PixelCNN(filters=8, n_resnet=1, n_mix=2, dropout=0.0)
+    objective = LikelihoodObjective(model, log_prob=model.params_log_prob)
+    res = train(objective, data, TrainConfig(epochs=8, batch_size=16, lr=1e-2, betas=(0.9, 0.99), seed=5,
+                                             device="cpu"), tmp_path, progress=False)
+    assert res.completed
+    history = [row["bits_per_dim"] for row in res.history]
+    for row in res.history:
+        assert row["bits_per_dim"] == pytest.approx(row["nll"] / (math.log(2) * 64), rel=1e-5)
+    assert history[0] > 3.0 and history[-1] < min(history[0] - 1.0, 4.0), history
+
+    trained = load_model(res.model_path, device="cpu")
+    assert isinstance(trained, PixelCNN) and not trained.training
+    with torch.no_grad():
+        bpd = {name: float(trained.bits_per_dim(x).mean())
+               for name, x in (("held_out", held_out), ("columns", columns), ("scrambled", scrambled))}
+        assert torch.allclose(trained.log_prob(held_out), model.eval().log_prob(held_out))
+        in_dist = trained.log_prob(held_out)
+        ood = torch.cat([trained.log_prob(columns), trained.log_prob(scrambled)])
+    print("bits/dim:", {k: round(v, 3) for k, v in bpd.items()}, "training:", [round(b, 2) for b in history])
+    assert bpd["held_out"] < 4.0, bpd  # a uniform model over 256 levels: 8 bits/dim
+    assert bpd["columns"] > bpd["held_out"] + 2.0 and bpd["scrambled"] > bpd["held_out"] + 2.0, bpd
+    # image by image: in-distribution images get the higher likelihood (AUROC of log p as the score)
+    auroc = float((in_dist[:, None] > ood[None, :]).double().mean())
+    assert auroc > 0.9, auroc
+
+
+# ------------------------------------------------------------------------------------------- rebuild, sample
+def test_architecture_round_trip():
+    assert MODELS["PixelCNN"] is PixelCNN
+    assert PixelCNN().arch == {"channels": 1, "filters": 64, "n_resnet": 3, "n_mix": 5, "dropout": 0.5, "bits": 8}
+    torch.manual_seed(2)
+    model = PixelCNN(channels=1, filters=6, n_resnet=2, n_mix=3, dropout=0.25, bits=5).eval()
+    spec = architecture(model)
+    assert spec == {"name": "PixelCNN", "arch": {"channels": 1, "filters": 6, "n_resnet": 2, "n_mix": 3,
+                                                 "dropout": 0.25, "bits": 5}}
+    spec = json.loads(json.dumps(spec))
+    rebuilt = build_model(spec["name"], spec["arch"])
+    assert isinstance(rebuilt, PixelCNN) and rebuilt.arch == model.arch
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval()
+    x = torch.rand(2, 1, 5, 5) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+        assert torch.equal(rebuilt.log_prob(x), model.log_prob(x))
+    for bad in ({"filters": 0}, {"n_resnet": 0}, {"n_mix": 0}, {"dropout": 1.0}, {"bits": 0}, {"channels": 0}):
+        with pytest.raises(ValueError):
+            PixelCNN(**bad)
+
+
+def test_sample_lies_on_the_grid_and_follows_the_likelihood():
+    torch.manual_seed(3)
+    model = PixelCNN(filters=8, n_resnet=1, n_mix=2, bits=5)  # left in training mode: sample() uses eval mode
+    s = sample(model, (3, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert s.shape == (3, 1, 8, 8) and model.training
+    k = (s + 1) * 31 / 2
+    assert torch.allclose(k, k.round(), atol=1e-4) and s.min() >= -1 and s.max() <= 1
+    assert torch.equal(quantize(s, 5), s)
+    assert torch.equal(s, sample(model, (3, 8, 8), generator=torch.Generator().manual_seed(0)))  # reproducible
+    assert not torch.equal(s, sample(model, (3, 1, 8, 8), generator=torch.Generator().manual_seed(1)))
+
+    # the first pixel's distribution does not depend on the image: sampled frequencies = exp(log_prob) per bin
+    model = PixelCNN(filters=8, n_resnet=1, n_mix=2, bits=3).eval()
+    with torch.no_grad():
+        model.out.bias[4:] = torch.tensor([-1.0, -1.5])  # log scales: a spread over the 8 levels
+        draws = sample(model, (4000, 1, 1, 1), generator=torch.Generator().manual_seed(0)).flatten()
+        values = quantize(grid(3).float(), 3)
+        freq = torch.stack([(draws == v).double().mean() for v in values])
+        probs = model.log_prob(values.reshape(8, 1, 1, 1)).double().exp()
+    assert float(freq.sum()) == pytest.approx(1.0)
+    assert float(probs.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert (freq - probs).abs().max() < 0.03, (freq, probs)
