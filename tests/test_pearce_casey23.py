@@ -245,3 +245,34 @@ def test_missing_band_and_nan_cutouts_are_refused_naming_the_file(tmp_path):
                                   zeropoints=[ZP, ZP]), provenance("abc", 1, "embedded"))
     with pytest.raises(PipelineError, match="cutouts_validation.fits: 1 of 4 stamps have NaN"):
         read_cutouts(path)
+
+
+def test_as_coded_detached_generator_step_gets_no_adversarial_gradient():
+    import torch
+
+    from workflow_scripts.train.loop import TrainConfig
+    from workflow_scripts.train.objectives.base import StepContext
+
+    torch.manual_seed(0)
+    model = {**STUDY["model"], "base": 4, "depth": 3, "n_dropout": 1, "dropout": 0.0}
+    grads = {}
+    for detached in (False, True):
+        torch.manual_seed(0)
+        obj = cgan.build_objective({**model, "adversarial_gradient": not detached}, 3, 3)
+        obj.reset_parameters()
+        cfg = TrainConfig(epochs=1, batch_size=4, l1_weight=100.0, device="cpu")
+        obj.check(cfg)
+        opts = obj.optimizers(cfg)
+        scalers = {k: torch.amp.GradScaler("cpu", enabled=False) for k in opts}
+        ctx = StepContext(device=torch.device("cpu"), amp=False, config=cfg, modules=obj.modules, optimizers=opts,
+                          scalers=scalers, parameters={k: list(m.parameters()) for k, m in obj.modules.items()})
+        x, y = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1
+        out = obj.step((x, y), ctx)
+        grads[detached] = torch.cat([p.grad.flatten() for p in obj.generator.parameters() if p.grad is not None])
+        assert torch.isfinite(out["loss_g_adv"])
+        if detached:
+            assert obj.fingerprint()["adversarial_gradient"] is False
+            with pytest.raises(ConfigError, match="l1_weight must be > 0"):
+                obj.check(TrainConfig(epochs=1, batch_size=4, l1_weight=0.0))
+    # the same weights and batch: the two generator gradients differ by exactly the adversarial term's
+    assert not torch.allclose(grads[False], grads[True])

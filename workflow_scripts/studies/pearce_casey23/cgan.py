@@ -75,7 +75,7 @@ def build_objective(model: Mapping[str, Any], n_in: int, n_out: int) -> Conditio
                               dropout=model["dropout"], n_dropout=model["n_dropout"])
     discriminator = PatchDiscriminator(image_channels=n_out, condition_channels=n_in, base=model["base"],
                                        n_layers=PATCH_LAYERS, conditional=model["conditional"])
-    return ConditionalGAN(generator, discriminator)
+    return ConditionalGAN(generator, discriminator, adversarial_gradient=model.get("adversarial_gradient", True))
 
 
 def train_config(model: Mapping[str, Any], seed: int, device: str) -> TrainConfig:

@@ -54,6 +54,10 @@ class GANObjective(Objective):
     export = GENERATOR
     export_file = "generator.pt"
 
+    #: False: the generator's adversarial term sees a detached fake (a defect of Pearce-Casey+23's code, kept as an
+    #: "as coded" option); the term is still logged
+    adversarial_gradient: bool = True
+
     def __init__(self, generator: nn.Module, discriminator: nn.Module) -> None:
         self.generator = generator
         self.discriminator = discriminator
@@ -74,6 +78,9 @@ class GANObjective(Objective):
     def check(self, cfg: TrainConfig) -> None:
         if cfg.l1_weight > 0 and not self.paired:
             raise ConfigError(f"training: l1_weight applies to paired (conditional) tasks only, not {self.name}")
+        if not self.adversarial_gradient and not cfg.l1_weight > 0:
+            raise ConfigError("training: without the adversarial gradient the generator learns from the L1 term "
+                              "alone, so l1_weight must be > 0")
 
     def reset_parameters(self) -> None:
         """The DCGAN N(0, 0.02) scheme, generator first (the order of the RNG draws is part of the result)."""
@@ -105,7 +112,9 @@ class GANObjective(Objective):
         l1_weight = ctx.config.l1_weight
         with ctx.frozen(DISCRIMINATOR):  # no weight gradients for D here (grads still flow through D to G)
             with ctx.autocast():
-                d_gen = disc(shown, cond)
+                # detached (the authors' pix2pix code, `adversarial_gradient=False`): no adversarial gradient
+                # reaches G, which is then trained by the L1 term alone
+                d_gen = disc(shown if self.adversarial_gradient else shown.detach(), cond)
                 loss_adv = bce(d_gen, torch.ones_like(d_gen))
             if self.paired and l1_weight > 0:
                 loss_l1 = F.l1_loss(fake.float(), real.float())
@@ -215,9 +224,11 @@ class ConditionalGAN(GANObjective):
     paired = True
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module,
-                 observe: nn.Module | Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 observe: nn.Module | Callable[[torch.Tensor], torch.Tensor] | None = None, *,
+                 adversarial_gradient: bool = True) -> None:
         super().__init__(generator, discriminator)
         self.observe = observe
+        self.adversarial_gradient = bool(adversarial_gradient)
 
     def observed(self, fake: torch.Tensor) -> torch.Tensor:
         if self.observe is None:
@@ -231,7 +242,8 @@ class ConditionalGAN(GANObjective):
         return {"observe": {"name": type(self.observe).__name__, **getattr(self.observe, "spec", {})}}
 
     def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), **self._observe_spec()}
+        detached = {} if self.adversarial_gradient else {"adversarial_gradient": False}  # only when off: old
+        return {**super().fingerprint(), **self._observe_spec(), **detached}             # checkpoints resume
 
     def _v1_setup(self) -> dict[str, Any]:
         return {**super()._v1_setup(), **self._observe_spec()}
