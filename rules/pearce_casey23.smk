@@ -19,8 +19,8 @@ PC23_REPORT = "Pearce-Casey+23 cGAN anomalies"
 PC23_TRUTH = PC23_SURVEY.source == "embedded"  # the embedded catalogue holds truth labels; DR0.5 has none
 
 
-def pc23_matched(field, band, ext="fits"):
-    return f"{PC23_MATCHED}/{field}/{band}.{ext}"
+PC23_MATCHED_IMAGE = os.path.join(PC23_MATCHED, "{field}", "{band}.fits")  # .format(field=..., band=...)
+PC23_MATCHED_RMS = os.path.join(PC23_MATCHED, "{field}", "{band}.rms.fits")
 
 
 rule pearce_casey23_match:
@@ -31,8 +31,8 @@ rule pearce_casey23_match:
         psf=psf_file(PC23_SURVEY.name, "{field}", "{band}"),
         target_psf=psf_file(PC23_SURVEY.name, "{field}", PC23["psf_target"]),
     output:
-        image=pc23_matched("{field}", "{band}"),
-        rms=pc23_matched("{field}", "{band}", "rms.fits"),
+        image=PC23_MATCHED_IMAGE,
+        rms=PC23_MATCHED_RMS,
         summary=f"{PC23_DIR}/{{field}}/matched_{{band}}.json",
     wildcard_constraints:
         field="|".join(PC23_FIELDS),
@@ -61,8 +61,8 @@ rule pearce_casey23_catalog:
     input:
         unpack(
             lambda w: {
-                "images": [pc23_matched(w.field, b) for b in PC23_BANDS],
-                "rms": [pc23_matched(w.field, b, "rms.fits") for b in PC23_BANDS],
+                "images": [PC23_MATCHED_IMAGE.format(field=w.field, band=b) for b in PC23_BANDS],
+                "rms": [PC23_MATCHED_RMS.format(field=w.field, band=b) for b in PC23_BANDS],
                 **({"truth": catalog_file(PC23_SURVEY.name, w.field)} if PC23_TRUTH else {}),
             }
         ),
@@ -95,8 +95,8 @@ rule pearce_casey23_catalog:
 rule pearce_casey23_cutouts:
     """90x90 cutouts in every band: training (south), validation (north, one cutout away), anomalies."""
     input:
-        images=[pc23_matched(f, b) for f in PC23_FIELDS for b in PC23_BANDS],
-        rms=[pc23_matched(f, b, "rms.fits") for f in PC23_FIELDS for b in PC23_BANDS],
+        images=[PC23_MATCHED_IMAGE.format(field=f, band=b) for f in PC23_FIELDS for b in PC23_BANDS],
+        rms=[PC23_MATCHED_RMS.format(field=f, band=b) for f in PC23_FIELDS for b in PC23_BANDS],
         catalogs=[f"{PC23_DIR}/{f}/catalog.parquet" for f in PC23_FIELDS],
     output:
         train=f"{PC23_DIR}/cutouts_train.fits",

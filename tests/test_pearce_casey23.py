@@ -111,7 +111,8 @@ def test_catalogue_labels_from_truth_and_barro_colours(field):
 def test_split_keeps_cutouts_of_training_and_validation_apart_and_anomalies_out():
     rng = np.random.default_rng(1)
     n = 400
-    cat = pd.DataFrame({"id": np.arange(n), "ra": 214.9 + rng.uniform(0, 0.02, n), "dec": 52.9 + rng.uniform(0, 0.02, n),
+    cat = pd.DataFrame({"id": np.arange(n), "ra": 214.9 + rng.uniform(0, 0.02, n),
+                        "dec": 52.9 + rng.uniform(0, 0.02, n),
                         "label": rng.choice(["normal", "normal", "normal", "merger", "ero"], n)})
     parts = samples.split_field(cat, 0.25, 90, SCALE)
     gap = cutout_gap_arcsec(90, SCALE)

@@ -46,6 +46,7 @@ def test_paper_preset_dry_run_builds_the_real_data_dag(tmp_path):
     # the anomaly study reads the downloaded CEERS boundary like the embedded one: 6 matched bands, 1 pointing
     assert counts["pearce_casey23_match"] == 6 and counts["pearce_casey23_catalog"] == 1
     assert counts["pearce_casey23_train"] == 1 and counts["pearce_casey23_predict"] == 2
+    assert counts["smith_geach19_train"] == counts["smith_geach19_fields"] == 1   # from the downloaded XDF
     assert not (tmp_path / "data").exists(), "a dry run must not create data"
 
 
@@ -220,3 +221,31 @@ def test_ci_anomaly_study_end_to_end(ci_run: Path):
     for name in ("fig1a_sed_error", "fig1b_eros", "fig1c_ero_sed", "fig1d_mergers", "fig1e_merger_sed", "roc"):
         for ext in ("png", "pdf"):
             assert (ci_run / f"results/figures/pearce_casey23/{name}.{ext}").stat().st_size > 5_000
+
+
+def test_ci_deep_field_study_end_to_end(ci_run: Path):
+    config = load_config(CI)
+    study = config["smith_geach19"]
+    base = ci_run / "results/smith_geach19"
+    metrics = json.loads((base / "metrics.json").read_text())
+    from workflow_scripts.metrics import validate_metrics
+    validate_metrics(metrics, "results/smith_geach19/metrics.json")
+    entries = {e["id"]: e for e in metrics["entries"]}
+    assert {f"ks_p_{b}" for b in study["bands"]} | {"counts_ratio", "seamless_max_abs_diff",
+                                                    "tessellation_peak_rss_mb", "realisation_seconds"} <= set(entries)
+    assert entries["seamless_max_abs_diff"]["ours"] < 1e-5            # tiled == one-shot over the interior
+    ensemble = json.loads((base / "model/ensemble.json").read_text())["snapshots"]
+    assert len(ensemble) == study["ensemble"]["members"]
+    survey = surveys_from_config(config)[study["survey"]]
+    for r in range(study["realisations"]):
+        for band in study["bands"]:
+            path = ci_run / config["data_dir"] / "derived/smith_geach19/fields" / f"r{r}_{band}.fits"
+            with fits.open(path) as hdul:
+                hdr = hdul[0].header
+                assert hdul[0].data.shape == (study["field_size"],) * 2 and np.isfinite(hdul[0].data).all()
+                assert hdr["FILTER"] == band and hdr["PHOTZP"] == survey.band(band).zeropoint and hdr["CTYPE1"]
+    real = __import__("pandas").read_parquet(base / "catalog_real.parquet")
+    assert len(real) > 20 and {f"mag_{b}" for b in study["bands"]} <= set(real.columns)
+    for name in ("fig1_training_evolution", "fig2_generated_vs_real", "fig4_magnitudes"):
+        for ext in ("png", "pdf"):
+            assert (ci_run / f"results/figures/smith_geach19/{name}.{ext}").stat().st_size > 5_000

@@ -4,9 +4,9 @@ labels from the embedded truth where there is one, Barro et al.'s ERO colours fr
 
 Columns of the catalogue: ``id`` (unique over fields), ``field``, ``x``, ``y`` (mosaic pixels, 0-based), ``ra``,
 ``dec``, sep's ``a``, ``b``, ``theta``, ``npix``, ``flag``; per band ``flux_{b}``, ``fluxerr_{b}`` (image unit, in
-the aperture) and ``mag_{b}`` (AB, NaN where flux <= 0); ``barro_ero`` (bool); ``star`` (embedded truth; False elsewhere); ``label`` (normal | star | ero |
-merger | unmatched on embedded data, ``unknown`` elsewhere), ``truth_id``, ``truth_sep_arcsec``,
-``truth_mag_{b}``.
+the aperture) and ``mag_{b}`` (AB, NaN where flux <= 0); ``barro_ero`` (bool); ``star`` (embedded truth; False
+elsewhere); ``label`` (normal | star | ero | merger | unmatched on embedded data, ``unknown`` elsewhere),
+``truth_id``, ``truth_sep_arcsec``, ``truth_mag_{b}``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ METHODS = ("cgan", "baseline")
 def normal_label(table: pd.DataFrame) -> np.ndarray:
     """Rows counted as normal galaxies: ``normal`` on embedded data, anything not an anomaly on real data."""
     lab = table["label"].astype(str)
-    return (lab == "normal").to_numpy() if (lab == "normal").any() else (~lab.isin(("ero", "merger", "star"))).to_numpy()
+    if (lab == "normal").any():
+        return (lab == "normal").to_numpy()
+    return (~lab.isin(("ero", "merger", "star"))).to_numpy()
 
 
 def groups(table: pd.DataFrame, study: Mapping[str, Any]) -> dict[str, pd.DataFrame]:

@@ -1,0 +1,173 @@
+"""The deep-field study (Smith & Geach 2019) against known truth: preprocessing and its inverse, the repeatable crop
+set, the virtual noise field, seamless tessellation (tiled == one-shot), FITS streaming, source extraction of GalSim
+sources of known magnitude, the comparison statistics and the metrics file."""
+
+from __future__ import annotations
+
+import galsim
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from astropy.io import fits
+
+from workflow_scripts.detection.sources import DetectionError
+from workflow_scripts.errors import PipelineError
+from workflow_scripts.io import provenance
+from workflow_scripts.metrics import validate_metrics
+from workflow_scripts.models.sgan import SGANGenerator
+from workflow_scripts.studies.smith_geach19 import data, tessellate as tess, validation
+from workflow_scripts.studies.smith_geach19.metrics import compute_metrics
+from workflow_scripts.studies.smith_geach19.model import snapshot_epochs
+
+BANDS = ["F606W", "F775W", "F814W"]
+ZP = {"F606W": 26.505, "F775W": 25.678, "F814W": 25.947}
+
+
+def test_preprocess_clips_normalises_and_inverts():
+    rng = np.random.default_rng(0)
+    imgs = [rng.normal(0, 0.01, (64, 64)) + (b + 1) * 0.1 for b in range(3)]
+    for im in imgs:
+        im[10, 10] = 50.0  # a hot pixel above the 99.99th percentile
+    field, norm = data.preprocess(imgs, BANDS, clip_percentile=99.9)
+    assert field.shape == (3, 64, 64) and field.min() == 0.0 and field.max() == pytest.approx(1.0)
+    back = norm.inverse(field)
+    ok = np.ones((64, 64), bool)
+    ok[10, 10] = False
+    for b in range(3):
+        assert np.allclose(back[b][ok & (imgs[b] <= norm.hi[b])], imgs[b][ok & (imgs[b] <= norm.hi[b])], atol=1e-6)
+        assert back[b][10, 10] == pytest.approx(norm.hi[b])  # clipped, not restored
+    assert data.Normalisation.from_dict(norm.to_dict()) == norm
+    imgs[1][5, 5] = np.nan
+    with pytest.raises(PipelineError, match="NaN"):
+        data.preprocess(imgs, BANDS)
+
+
+def test_crop_dataset_is_repeatable_and_flips():
+    field = np.arange(3 * 40 * 40, dtype=np.float32).reshape(3, 40, 40)
+    a, b = data.CropDataset(field, 16, 20, seed=3), data.CropDataset(field, 16, 20, seed=3)
+    assert all(torch.equal(a[i], b[i]) for i in range(20)) and torch.equal(a[4], a[4])
+    assert a[0].shape == (3, 16, 16)
+    assert {int(f) for f in a.flip} > {0}
+    assert a.fingerprint() == b.fingerprint() != data.CropDataset(field, 16, 20, seed=4).fingerprint()
+    with pytest.raises(PipelineError, match="larger than the training field"):
+        data.CropDataset(field, 64, 4, seed=0)
+
+
+def test_noise_field_windows_agree_whatever_the_order():
+    nf = tess.NoiseField(seed=5, nz=3, ny=200, nx=150)
+    big = nf.window(0, 0, 200, 150)
+    assert np.array_equal(nf.window(60, 70, 90, 50), big[:, 60:150, 70:120])
+    assert abs(big.mean()) < 0.02 and big.std() == pytest.approx(1.0, abs=0.02)
+    assert not np.array_equal(tess.NoiseField(6, 3, 200, 150).window(0, 0, 10, 10), big[:, :10, :10])
+    with pytest.raises(PipelineError, match="leaves"):
+        nf.window(190, 0, 20, 10)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    torch.manual_seed(0)
+    gen = SGANGenerator(nz=4, channels=3, filters=(8, 8, 8, 8))
+    for p in gen.parameters():  # weights with contrast: an untrained N(0, 0.02) generator is nearly flat
+        torch.nn.init.normal_(p, 0.0, 0.1)
+    return gen.eval()
+
+
+def test_tiled_field_equals_one_shot_generation(generator):
+    torch.set_num_threads(1)
+    n, margin = 256, 4
+    assert margin * generator.scale >= max(generator.margins())
+    noise = tess.noise_for_field(11, generator.nz, n, generator.scale, margin)
+    tiled = np.zeros((3, n, n), np.float32)
+
+    def put(y0, x0, t):
+        tiled[:, y0:y0 + t.shape[1], x0:x0 + t.shape[2]] = t
+
+    ntiles = tess.tessellate(generator, noise, n, tile_z=5, margin_z=margin, write=put, progress=False)  # ragged
+    whole = tess.one_shot(generator, noise, n, margin_z=margin)
+    diff = float(np.abs(tiled - whole).max())
+    print(f"[tessellation] {ntiles} tiles, largest |tiled - one-shot| = {diff:.3g} (image std {whole.std():.3g})")
+    assert whole.std() > 1e-3 and diff < 1e-5
+    # without the noise margins the tiles do not join
+    cut = np.zeros_like(tiled)
+    tess.tessellate(generator, tess.noise_for_field(11, 4, n, 16, 0), n, tile_z=5, margin_z=0,
+                    write=lambda y, x, t: cut.__setitem__((slice(None), slice(y, y + t.shape[1]),
+                                                            slice(x, x + t.shape[2])), t), progress=False)
+    assert np.abs(cut - tess.one_shot(generator, tess.noise_for_field(11, 4, n, 16, 0), n, margin_z=0)).max() > 1e-3
+
+
+def test_fits_stream_writer_writes_the_tiles_with_the_boundary_header(generator, tmp_path):
+    n = 128
+    noise = tess.noise_for_field(2, generator.nz, n, generator.scale, 4)
+    wcs = tess.field_wcs(53.16, -27.78, n, 0.06)
+    meta = {"TELESCOP": "HST", "INSTRUME": "ACS/WFC", "BUNIT": "electrons/s", "PHOTZP": ZP}
+    prov = provenance("xdf=abc", 1, "derived")
+    paths = [tmp_path / f"{b}.fits" for b in BANDS]
+    writer = tess.FitsStreamWriter(paths, n, [tess.field_header(wcs, b, meta, prov) for b in BANDS],
+                                   lambda b, t: 10.0 * t + b)
+    tess.tessellate(generator, noise, n, tile_z=3, margin_z=4, write=writer, progress=False)
+    writer.close()
+    whole = tess.one_shot(generator, noise, n, margin_z=4)
+    for b, path in enumerate(paths):
+        with fits.open(path) as hdul:
+            assert len(hdul) == 1
+            img, hdr = hdul[0].data, hdul[0].header
+            assert img.shape == (n, n) and hdr["FILTER"] == BANDS[b] and hdr["PHOTZP"] == ZP[BANDS[b]]
+            assert hdr["CTYPE1"] == "RA---TAN" and hdr["CFGHASH"] == "xdf=abc"
+            assert np.allclose(img, 10.0 * whole[b] + b, atol=1e-5)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _galaxy_field(rng, mags, n=400, scale=0.06):
+    xs = rng.uniform(30, n - 30, len(mags))
+    ys = rng.uniform(30, n - 30, len(mags))
+    images = {}
+    for b in BANDS:
+        img = galsim.ImageF(n, n, scale=scale)
+        for x, y, m in zip(xs, ys, mags):
+            flux = 10 ** (-0.4 * (m - ZP[b]))
+            gal = galsim.Convolve(galsim.Exponential(half_light_radius=0.12, flux=flux), galsim.Gaussian(fwhm=0.09))
+            gal.drawImage(img, center=galsim.PositionD(x + 1, y + 1), add_to_image=True)
+        images[b] = img.array + rng.normal(0, 2e-4, (n, n)).astype(np.float32)
+    return images, xs, ys
+
+
+def test_extraction_recovers_known_magnitudes_and_compare_statistics():
+    rng = np.random.default_rng(1)
+    mags = rng.uniform(23.0, 25.0, 30)
+    images, xs, ys = _galaxy_field(rng, mags)
+    cat = validation.extract(images, ZP, 0.06, thresh_sigma=5.0, minarea=5)
+    d = np.hypot(cat["x"].to_numpy()[:, None] - xs, cat["y"].to_numpy()[:, None] - ys)
+    found = d.min(axis=0) < 1.5
+    assert found.mean() > 0.9
+    nearest = d.argmin(axis=0)[found]
+    dm = cat["mag_F814W"].to_numpy()[nearest] - mags[found]
+    assert abs(np.median(dm)) < 0.1       # Kron magnitudes hold ~all the light of these exponentials
+    same = validation.compare(cat, cat, BANDS, mag_limit=28, real_area_arcmin2=1.0, generated_area_arcmin2=1.0)
+    assert same["counts_ratio"] == 1.0
+    assert all(v["ks_p"] == 1.0 and v["median_offset"] == 0.0 for v in same["bands"].values())
+    brighter = cat.copy()
+    for b in BANDS:
+        brighter[f"mag_{b}"] -= 1.0
+    shifted = validation.compare(cat, brighter, BANDS, mag_limit=28, real_area_arcmin2=1.0,
+                                 generated_area_arcmin2=2.0)
+    assert shifted["counts_ratio"] == 0.5
+    assert all(v["ks_p"] < 0.01 and v["median_offset"] == pytest.approx(-1.0) for v in shifted["bands"].values())
+    blank = {b: rng.normal(0, 2e-4, (100, 100)).astype(np.float32) for b in BANDS}
+    with pytest.raises(DetectionError, match="blank field: no source"):
+        validation.extract(blank, ZP, 0.06, thresh_sigma=50.0, minarea=5, what="blank field")
+    assert validation.extract(blank, ZP, 0.06, thresh_sigma=50.0, minarea=5, allow_empty=True).empty
+
+
+def test_metrics_entries_and_snapshot_schedule():
+    comp = {"mag_limit": 28.0, "counts_ratio": 1.1,
+            "bands": {b: {"ks_p": 0.3, "median_offset": 0.05} for b in BANDS}}
+    gen = {"seamless_max_abs_diff": 0.0, "peak_rss_mb": 500.0, "field_size": 1536, "realisation_seconds": 9.0,
+           "device": "cpu", "threads": 2}
+    m = compute_metrics(comp, gen)
+    validate_metrics(m, "metrics.json")
+    e = {x["id"]: x for x in m["entries"]}
+    assert e["ks_p_F606W"]["paper"] == 0.16 and e["ks_p_F814W"]["holds"] is True
+    assert e["counts_ratio"]["holds"] is True and e["seamless_max_abs_diff"]["holds"] is True
+    assert snapshot_epochs(36, 10, 3) == [16, 26, 36]
+    assert pd.Series(snapshot_epochs(12, 2, 3)).is_monotonic_increasing

@@ -1,0 +1,50 @@
+"""Rule `smith_geach19_catalog`: the same source extraction on the real field (the training region, in the survey's
+units) and on every generated realisation."""
+
+import json
+from typing import Any
+
+try:  # rule scripts: put the repository on sys.path (Snakemake adds this folder to sys.path)
+    import _repo_path  # noqa: F401
+except ImportError:
+    pass
+
+import numpy as np
+import pandas as pd
+from astropy.io import fits
+
+from workflow_scripts.io import atomic_path
+from workflow_scripts.steps._common import run
+from workflow_scripts.studies.smith_geach19.data import Normalisation
+from workflow_scripts.studies.smith_geach19.validation import extract
+
+
+def main(snakemake: Any, log: Any) -> None:
+    study = snakemake.params.study
+    bands = study["bands"]
+    meta = json.loads(open(snakemake.input.meta).read())
+    norm = Normalisation.from_dict(meta["normalisation"])
+    zps, scale = meta["PHOTZP"], meta["pixel_scale"]
+    val = study["validation"]
+    kw = dict(thresh_sigma=val["thresh_sigma"], minarea=val["minarea"], background_box=val["background_box"])
+    # the real field as the generator was taught it: clipped at the normalisation's bounds, in the survey's units
+    real = norm.inverse(np.asarray(fits.getdata(snakemake.input.field), np.float32))
+    cats = {"real": extract(dict(zip(bands, real)), zps, scale, what="real field", **kw).assign(realisation=-1)}
+    images = list(snakemake.input.images)
+    gen = []
+    for r in range(study["realisations"]):
+        imgs = {b: np.asarray(fits.getdata(images[r * len(bands) + i]), np.float32) for i, b in enumerate(bands)}
+        gen.append(extract(imgs, zps, scale, what=f"realisation {r}", allow_empty=True, **kw).assign(realisation=r))
+    cats["generated"] = pd.concat(gen, ignore_index=True)
+    area = {"real": real.shape[1] * real.shape[2] * (scale / 60) ** 2,
+            "generated": study["realisations"] * study["field_size"] ** 2 * (scale / 60) ** 2}
+    for name in ("real", "generated"):
+        log.info("%s: %d sources over %.2f arcmin^2", name, len(cats[name]), area[name])
+        with atomic_path(getattr(snakemake.output, name)) as tmp:
+            cats[name].to_parquet(tmp, index=False)
+    with atomic_path(snakemake.output.areas) as tmp:
+        tmp.write_text(json.dumps(area))
+
+
+if "snakemake" in globals():
+    run(main, snakemake)  # noqa: F821

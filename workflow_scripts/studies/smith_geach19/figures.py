@@ -1,0 +1,82 @@
+"""Figures of the deep-field study: training evolution at fixed noise (Fig 1), generated vs real colour images
+(Fig 2) and magnitude histograms per band with KS p-values (Fig 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from astropy.visualization import make_lupton_rgb
+
+from workflow_scripts.plotting.save import FigureError, plt, save_figure
+from workflow_scripts.studies.smith_geach19.paper import COLOURS, PAPER_KS_P
+
+
+def rgb(cube: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+    """(3, H, W), bluest band first -> Lupton RGB, the stretch set from ``ref`` (so real and generated match)."""
+    ref = cube if ref is None else ref
+    v = ref.mean(axis=0)
+    med = float(np.median(v))
+    sigma = float(1.4826 * np.median(np.abs(v - med))) or 1e-3
+    q = 8.0
+    return make_lupton_rgb(cube[2] - med, cube[1] - med, cube[0] - med, minimum=-sigma, stretch=20 * sigma, Q=q)
+
+
+def fig1_evolution(images: Sequence[np.ndarray], labels: Sequence[str], out_png: str | Path,
+                   out_pdf: str | Path | None) -> None:
+    if not images:
+        raise FigureError("fig1: no snapshot image")
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.7), squeeze=False)
+    for ax, img, lab in zip(axes[0], images, labels):
+        ax.imshow(rgb(img, images[-1]), origin="lower")
+        ax.set_title(lab, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("the same noise through the generator's snapshots", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out_png, out_pdf)
+
+
+def fig2_fields(real: np.ndarray, generated: np.ndarray, pixel_scale: float, out_png: str | Path,
+                out_pdf: str | Path | None, zoom: int = 128) -> None:
+    """Real and generated fields side by side (one stretch), with a zoom of each centre."""
+    fig, axes = plt.subplots(2, 2, figsize=(8, 8.4))
+    for col, (name, cube) in enumerate((("real (embedded XDF)", real), ("generated", generated))):
+        ax = axes[0, col]
+        ax.imshow(rgb(cube, real), origin="lower")
+        ax.set_title(f"{name}, {cube.shape[-1] * pixel_scale / 60:.1f}′ wide", fontsize=9)
+        c, h = cube.shape[-1] // 2, zoom // 2
+        ax.add_patch(plt.Rectangle((c - h, c - h), zoom, zoom, fill=False, color="w", lw=0.8))
+        axes[1, col].imshow(rgb(cube[:, c - h:c + h, c - h:c + h], real[:, :zoom, :zoom]), origin="lower")
+        axes[1, col].set_title(f"zoom {zoom * pixel_scale:.1f}″", fontsize=8)
+        for ax in axes[:, col]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    save_figure(fig, out_png, out_pdf)
+
+
+def fig4_magnitudes(real: pd.DataFrame, generated: pd.DataFrame, comparison: Mapping, bands: Sequence[str],
+                    out_png: str | Path, out_pdf: str | Path | None) -> None:
+    lim = comparison["mag_limit"]
+    fig, axes = plt.subplots(1, len(bands), figsize=(3.3 * len(bands), 3.2), squeeze=False)
+    bins = np.arange(18.0, lim + 0.25, 0.5)
+    for ax, b in zip(axes[0], bands):
+        c = comparison["bands"][b]
+        for name, cat in (("real", real), ("generated", generated)):
+            m = cat[f"mag_{b}"].to_numpy(float)
+            m = m[np.isfinite(m) & (m < lim)]
+            ax.hist(m, bins=bins, histtype="step", density=True, color=COLOURS[name], label=f"{name} ({m.size})")
+        paper = PAPER_KS_P.get(b)
+        ax.set_title(f"{b}: KS p = {c['ks_p']:.2f}" + (f" (paper {paper})" if paper is not None else ""), fontsize=8)
+        ax.set_xlabel(f"{b} [AB mag]")
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("density")
+    fig.tight_layout()
+    save_figure(fig, out_png, out_pdf)
+
+
+__all__ = ["fig1_evolution", "fig2_fields", "fig4_magnitudes", "rgb"]

@@ -1,0 +1,58 @@
+"""The Spatial-GAN of the deep-field study trained through the shared loop, with its self-ensemble.
+
+Training runs to each snapshot epoch in turn (the loop resumes from its checkpoint when the epoch count grows, so
+the result equals one uninterrupted run) and keeps the generator of the last ``ensemble.members`` snapshots, taken
+every ``ensemble.every`` epochs (paper: 21 generators, every 10th epoch over the last 200).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workflow_scripts.models.sgan import SGANDiscriminator, SGANGenerator
+from workflow_scripts.studies.smith_geach19.data import CropDataset
+from workflow_scripts.train.loop import TrainConfig, TrainResult, train
+from workflow_scripts.train.objectives.ragan import RelativisticPackedGAN
+
+log = logging.getLogger(__name__)
+
+
+def snapshot_epochs(epochs: int, every: int, members: int) -> list[int]:
+    """The epochs (1-based, ascending) after which a generator joins the ensemble: the last is ``epochs``."""
+    return [epochs - every * k for k in range(members - 1, -1, -1)]
+
+
+def build_objective(model: Mapping[str, Any], channels: int) -> RelativisticPackedGAN:
+    gen = SGANGenerator(nz=model["nz"], channels=channels, filters=model["g_filters"])
+    disc = SGANDiscriminator(channels=channels, pack=2, filters=model["d_filters"])
+    return RelativisticPackedGAN(gen, disc, noise_channels=model["nz"], pack=2)
+
+
+def train_ensemble(model: Mapping[str, Any], ensemble: Mapping[str, Any], field: np.ndarray, crop_size: int,
+                   seed: int, device: str, out_dir: str | Path, progress: bool = True) -> tuple[list[Path],
+                                                                                              TrainResult]:
+    """Train to every snapshot epoch; returns the snapshot generator files (oldest first) and the last result."""
+    out_dir = Path(out_dir)
+    data = CropDataset(field, crop_size, model["crops_per_epoch"], seed)
+    snaps: list[Path] = []
+    result: TrainResult | None = None
+    for epoch in snapshot_epochs(model["epochs"], ensemble["every"], ensemble["members"]):
+        cfg = TrainConfig(epochs=epoch, batch_size=model["batch_size"], lr_g=model["lr_g"], lr_d=model["lr_d"],
+                          betas=(model["beta1"], 0.999), seed=seed, device=device)
+        result = train(build_objective(model, field.shape[0]), data, cfg, out_dir, progress=progress)
+        result.raise_if_preempted()
+        snap = out_dir / f"generator_epoch{epoch:04d}.pt"
+        shutil.copyfile(result.model_path, snap)
+        snaps.append(snap)
+        log.info("snapshot after epoch %d: %s (%s)", epoch, snap.name, result.throughput())
+    assert result is not None
+    return snaps, result
+
+
+__all__ = ["build_objective", "snapshot_epochs", "train_ensemble"]
