@@ -67,3 +67,11 @@ def test_ci_scorecard_and_report_hold_every_study_and_figure(ci_run: Path):
     missing = [name for name in figures if name not in html]
     assert not missing, f"figures not in the report: {missing}"
     assert "scorecard.md" in html
+
+
+def test_a_pipe_inside_a_cell_does_not_split_the_row(tmp_path: Path):
+    a = _metrics(tmp_path / "a.json", "s", [entry("d", "mean |dmag| over bands", None, 0.2, "mag", "|x| <= 0.1",
+                                                  False)])
+    row = next(line for line in markdown(gather({"s": a}, "ci")).splitlines() if "`d`" in line)
+    cells = re.split(r"(?<!\\)\|", row)[1:-1]        # split on unescaped pipes only
+    assert len(cells) == 8 and cells[2].strip() == r"mean \|dmag\| over bands" and cells[6].strip() == r"\|x\| <= 0.1"

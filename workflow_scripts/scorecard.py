@@ -47,8 +47,10 @@ def markdown(card: Mapping[str, Any]) -> str:
              "| study | id | what | paper | ours | unit | goal | holds |",
              "|---|---|---|---:|---:|---|---|---|"]
     for e in card["entries"]:
-        lines.append("| " + " | ".join([e["study"], f"`{e['id']}`", e["what"], _value(e["paper"]), _value(e["ours"]),
-                                        e["unit"] or "", e["goal"] or "", HOLDS_MARK[e["holds"]]]) + " |")
+        cells = [e["study"], f"`{e['id']}`", e["what"], _value(e["paper"]), _value(e["ours"]), e["unit"] or "",
+                 e["goal"] or "", HOLDS_MARK[e["holds"]]]
+        # a "|" inside a cell (|dmag|, |x| <= 0.1) would end it: Markdown tables escape it
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     judged = [e["holds"] for e in card["entries"] if e["holds"] is not None]
     lines += ["", f"{sum(judged)} of {len(judged)} goals hold; {len(card['entries']) - len(judged)} entries have no goal.",
               ""]
