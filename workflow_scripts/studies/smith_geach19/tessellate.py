@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,17 @@ class FitsStreamWriter:
     def __call__(self, y0: int, x0: int, tile: np.ndarray) -> None:
         for b, mm in enumerate(self._maps):
             mm[y0:y0 + tile.shape[1], x0:x0 + tile.shape[2]] = self.transform(b, tile[b])
+        if x0 + tile.shape[2] >= self.n:  # a row of tiles is complete: write it out and let its pages go
+            self._release()
+
+    def _release(self) -> None:
+        """Flush the maps and drop their pages from this process (written pages of a file mapping otherwise
+        stay resident: a 16384^2 x 3 field then held 3.5 GB of RSS)."""
+        for mm in self._maps:
+            mm.flush()
+            raw = getattr(mm, "_mmap", None)
+            if raw is not None and hasattr(mmap, "MADV_DONTNEED"):
+                raw.madvise(mmap.MADV_DONTNEED)
 
     def close(self, ok: bool = True) -> None:
         for mm in self._maps:
