@@ -62,7 +62,7 @@ def main() -> None:
         writer.close()
     seconds = time.perf_counter() - t0
     size_gb = sum(f.stat().st_size for f in out.glob("*.fits")) / 2**30
-    print(f"| field | filters | device, threads | tiles | seconds | Mpix/s (x3 bands) | FITS on disk | peak RSS |")
+    print("| field | filters | device, threads | tiles | seconds | Mpix/s (x3 bands) | FITS on disk | peak RSS |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     print(f"| {side}^2 x 3 | {'-'.join(map(str, args.filters))} | {args.device}, {args.threads} | {tiles} | "
           f"{seconds:.1f} | {3 * side * side / 1e6 / seconds:.1f} | {size_gb:.2f} GB | "

@@ -246,6 +246,8 @@ def test_ci_deep_field_study_end_to_end(ci_run: Path):
                 assert hdr["FILTER"] == band and hdr["PHOTZP"] == survey.band(band).zeropoint and hdr["CTYPE1"]
     real = __import__("pandas").read_parquet(base / "catalog_real.parquet")
     assert len(real) > 20 and {f"mag_{b}" for b in study["bands"]} <= set(real.columns)
-    for name in ("fig1_training_evolution", "fig2_generated_vs_real", "fig4_magnitudes"):
+    key = (base / "fig3_key.txt").read_text().splitlines()[1:]  # row column kind, one per thumbnail
+    assert key and {line.split()[2] for line in key} <= {"real", "generated"}
+    for name in ("fig1_training_evolution", "fig2_generated_vs_real", "fig3_thumbnails", "fig4_magnitudes"):
         for ext in ("png", "pdf"):
             assert (ci_run / f"results/figures/smith_geach19/{name}.{ext}").stat().st_size > 5_000

@@ -1,4 +1,4 @@
-"""Rules `smith_geach19_fig{1,2,4}`: one figure each (dispatch on the rule)."""
+"""Rules `smith_geach19_fig{1,2,3,4}`: one figure each (dispatch on the rule)."""
 
 import json
 import os
@@ -20,6 +20,22 @@ from workflow_scripts.train.inference import load_model
 
 #: side of the Fig 1 images (output pixels)
 FIG1_SIDE = 192
+#: Fig 3: thumbnails per kind, their side (px) and the magnitude range of their sources (Smith & Geach: 21-26)
+FIG3_N, FIG3_SIDE, FIG3_MAGS = 50, 48, (21.0, 26.0)
+
+
+def _thumbnails(img: np.ndarray, cat: pd.DataFrame, band: str) -> list[np.ndarray]:
+    """Up to FIG3_N thumbnails (3, s, s) of the brightest sources in FIG3_MAGS that lie fully inside ``img``."""
+    h = FIG3_SIDE // 2
+    m = cat[f"mag_{band}"].to_numpy(float)
+    x, y = cat["x"].to_numpy(float), cat["y"].to_numpy(float)
+    n = img.shape[-1]
+    ok = (m > FIG3_MAGS[0]) & (m < FIG3_MAGS[1]) & (x > h) & (y > h) & (x < n - h - 1) & (y < n - h - 1)
+    out = []
+    for i in np.flatnonzero(ok)[np.argsort(m[ok])][:FIG3_N]:
+        xi, yi = int(round(x[i])), int(round(y[i]))
+        out.append(img[:, yi - h:yi + h, xi - h:xi + h])
+    return out
 
 
 def main(snakemake: Any, log: Any) -> None:
@@ -44,6 +60,19 @@ def main(snakemake: Any, log: Any) -> None:
         gen = (gen - lo[:, None, None]) / (hi - lo)[:, None, None]
         side = min(n, real.shape[-1])
         figs.fig2_fields(real[:, :side, :side], gen[:, :side, :side], meta["pixel_scale"], *out)
+    elif which == "fig3":
+        real_img = np.asarray(fits.getdata(snakemake.input.field), np.float32)
+        first = snakemake.input.images[:len(study["bands"])]
+        gen_img = np.stack([np.asarray(fits.getdata(p), np.float32) for p in first])
+        lo, hi = np.array(meta["normalisation"]["lo"]), np.array(meta["normalisation"]["hi"])
+        gen_img = (gen_img - lo[:, None, None]) / (hi - lo)[:, None, None]
+        band = study["bands"][1]
+        cats = {"real": pd.read_parquet(snakemake.input.real), "generated": pd.read_parquet(snakemake.input.generated)}
+        cats["generated"] = cats["generated"][cats["generated"]["realisation"] == 0]
+        thumbs = {k: _thumbnails(img, cats[k], band) for k, img in (("real", real_img), ("generated", gen_img))}
+        figs.fig3_thumbnails(thumbs["real"], thumbs["generated"], snakemake.params.seed, *out, snakemake.output.key,
+                             f"{len(thumbs['real'])} real and {len(thumbs['generated'])} generated sources, "
+                             f"{FIG3_MAGS[0]:g} < {band} < {FIG3_MAGS[1]:g}, shuffled (key: {snakemake.output.key})")
     elif which == "fig4":
         metrics = json.loads(open(snakemake.input.metrics).read())
         figs.fig4_magnitudes(pd.read_parquet(snakemake.input.real), pd.read_parquet(snakemake.input.generated),

@@ -1,5 +1,6 @@
 """Figures of the deep-field study: training evolution at fixed noise (Fig 1), generated vs real colour images
-(Fig 2) and magnitude histograms per band with KS p-values (Fig 4)."""
+(Fig 2), real and generated thumbnails shuffled with a key (Fig 3) and magnitude histograms per band with KS
+p-values (Fig 4)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 from astropy.visualization import make_lupton_rgb
 
+from workflow_scripts.io import atomic_path
 from workflow_scripts.plotting.save import FigureError, plt, save_figure
 from workflow_scripts.studies.smith_geach19.paper import COLOURS, PAPER_KS_P
 
@@ -79,4 +81,32 @@ def fig4_magnitudes(real: pd.DataFrame, generated: pd.DataFrame, comparison: Map
     save_figure(fig, out_png, out_pdf)
 
 
-__all__ = ["fig1_evolution", "fig2_fields", "fig4_magnitudes", "rgb"]
+def fig3_thumbnails(real: Sequence[np.ndarray], generated: Sequence[np.ndarray], seed: int, out_png: str | Path,
+                    out_pdf: str | Path | None, out_key: str | Path, title: str) -> None:
+    """Fig 3: real and generated thumbnails (3, s, s) shuffled on one grid; which is which goes to ``out_key``
+    (a text file: row, column, real | generated), so a reader can test their eye before looking."""
+    items = [("real", t) for t in real] + [("generated", t) for t in generated]
+    if not items:
+        raise FigureError("fig3: no thumbnail to show")
+    order = np.random.default_rng(seed).permutation(len(items))
+    cols = 10
+    rows = -(-len(items) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.1 * rows + 0.5), squeeze=False)
+    key = ["# row column kind (Fig 3 of the deep-field study; rows and columns from 0, top left)"]
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= len(items):
+            ax.axis("off")
+            continue
+        kind, thumb = items[order[k]]
+        ax.imshow(rgb(thumb), origin="lower")
+        key.append(f"{k // cols} {k % cols} {kind}")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out_png, out_pdf)
+    with atomic_path(out_key) as tmp:
+        tmp.write_text("\n".join(key) + "\n")
+
+
+__all__ = ["fig1_evolution", "fig2_fields", "fig3_thumbnails", "fig4_magnitudes", "rgb"]
