@@ -48,3 +48,15 @@ def ci_run(tmp_path_factory) -> Path:
     if result.returncode != 0:
         pytest.fail(f"ci preset run failed:\n{result.stdout[-5000:]}\n{result.stderr[-8000:]}")
     return workdir
+
+
+@pytest.fixture
+def one_thread_seeded():
+    """torch on one thread (tests share 2 cores) with the global RNG seeded; the thread count restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)

@@ -22,13 +22,7 @@ from workflow_scripts.models.pix2pix import patch_layer_specs, receptive_field
 from workflow_scripts.train import ConditionalGAN, StepContext, TrainConfig, generate, load_model, train
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_seeded")
 
 
 def tiny_pair(depth: int = 5, conditional: bool = True) -> tuple[UNetGenerator, PatchDiscriminator]:

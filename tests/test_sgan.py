@@ -29,13 +29,7 @@ from workflow_scripts.train.objectives.ragan import PAPER_OPTIONS
 TIMING = ("seconds", "images_per_s")
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_seeded")
 
 
 def tiny_objective(nz: int = 8) -> RelativisticPackedGAN:
