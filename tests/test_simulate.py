@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from types import SimpleNamespace
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from photutils.aperture import CircularAperture, aperture_photometry
+from scipy import ndimage
 from scipy.optimize import minimize_scalar
 
 from workflow_scripts import io
@@ -19,9 +21,10 @@ from workflow_scripts.errors import ConfigError
 from workflow_scripts.data.simulate import (PSF_OVERSAMPLING, field_seed, measured_fwhm, simulate_field,
                                             truth_psf_path, write_simulated_field)
 from workflow_scripts.data.simulate.field import STAMP_HLR_FACTOR
-from workflow_scripts.data.simulate.population import COUNTS_AT_REF, COUNTS_REF_MAG, draw_magnitudes, surface_density
+from workflow_scripts.data.simulate.population import (COUNTS_AT_REF, COUNTS_REF_MAG, bulge_disk_parts, draw_magnitudes,
+                                                       surface_density)
 from workflow_scripts.data.simulate.psf import PSF_MOFFAT_BETA, PSF_TRUNC_FWHM
-from workflow_scripts.data.simulate.rare import MERGER_SEPARATION_ARCSEC
+from workflow_scripts.data.simulate.rare import MERGER_CLUMP_FRACTION, MERGER_SEPARATION_ARCSEC, MERGER_TAIL_FRACTION
 from workflow_scripts.data.simulate.seds import ColourGrid, TEMPLATES
 from workflow_scripts.surveys import Survey, get_survey
 
@@ -36,8 +39,10 @@ def small_survey(name: str, depth_offset: float = 0.0, bands: tuple[str, ...] | 
     cfg["surveys"][name]["embedded"].update(embedded)
     if bands:
         cfg["surveys"][name]["bands"] = {b: cfg["surveys"][name]["bands"][b] for b in bands}
-        if cfg["hemmati22"]["survey"] == name and cfg["hemmati22"]["band"] not in bands:
-            cfg["hemmati22"]["band"] = bands[0]  # keep the (unused here) study section valid
+        for study in cfg.get("studies", []):   # keep the (unused here) study sections valid
+            sec = cfg.get(study) or {}
+            if sec.get("survey") == name and sec.get("band") not in (None, *bands):
+                sec["band"] = bands[0]
     for spec in cfg["surveys"][name]["bands"].values():
         spec["depth"] += depth_offset
     from workflow_scripts.config import validate_config
@@ -362,3 +367,162 @@ def test_step_adapter_writes_the_boundary(tmp_path):
         assert io.read_provenance(io.band_path(tmp_path, "xdf", "hudf", band))["source"] == "embedded"
         assert io.read_mosaic(io.band_path(tmp_path, "xdf", "hudf", band)).header["SIMSEED"] == seed
     assert len(io.read_catalog(io.catalog_path(tmp_path, "xdf", "hudf"))) > 3
+
+
+# --------------------------------------------------------------------------------------------- clumps
+CLUMPS = {"fraction": [0.1, 0.4], "n_knots": [5, 20]}
+
+
+def _clumps_absent(survey: Survey) -> Survey:
+    """The same survey with no ``clumps`` key at all in its embedded block (the configuration before clumps)."""
+    return dataclasses.replace(survey, embedded={k: v for k, v in survey.embedded.items() if k != "clumps"})
+
+
+def _stamp_half_px(survey: Survey, row: pd.Series, band: str, extent_factor: float = 1.1) -> int:
+    """Half side (px) of the renderer's stamp of a normal galaxy in ``band``, its extent scaled by
+    ``extent_factor`` (the stamp grows when a knot falls beyond the extent)."""
+    extent = STAMP_HLR_FACTOR * row.truth_hlr / np.sqrt(row.truth_q)
+    return int(np.ceil((extent_factor * extent + PSF_TRUNC_FWHM * survey.band(band).psf_fwhm) / survey.pixel_scale)) + 2
+
+
+@pytest.fixture(scope="module")
+def clumpy_pair():
+    """GOODS-S-like field with clumps on and the same field with them off (same seed), two bands."""
+    # sparse enough that groups of overlapping galaxy stamps lie inside the field
+    on = small_survey("goodss", bands=("F435W", "F160W"), npix=1024, n_stars=4, mag_limit=25.5, clumps=CLUMPS)
+    off = small_survey("goodss", bands=("F435W", "F160W"), npix=1024, n_stars=4, mag_limit=25.5, clumps=None)
+    return on, simulate_field(on, "goodss", seed=21, progress=False), simulate_field(off, "goodss", seed=21,
+                                                                                      progress=False)
+
+
+def test_clumps_off_is_the_configuration_without_clumps():
+    """``clumps: null`` gives bit-identical images and catalogues to a block without the key (pre-clump runs),
+    and the knot-free profile is exactly the former bulge + disk profile."""
+    survey = small_survey("ceers", npix=256, n_stars=3, n_ero=2, n_merger=2, mag_limit=26.0, clumps=None)
+    a = simulate_field(survey, "nircam1", seed=8, progress=False)
+    b = simulate_field(_clumps_absent(survey), "nircam1", seed=8, progress=False)
+    for band in survey.band_names:
+        assert np.array_equal(a.images[band], b.images[band]), band
+    pd.testing.assert_frame_equal(a.catalog, b.catalog)
+    assert (a.catalog.truth_clump_frac == 0).all()
+    # the profile without knots is the pre-clump formula, drawn bit for bit
+    for hlr, bt, q, beta in [(0.3, 0.4, 0.6, 30.0), (0.2, 0.005, 0.3, 100.0), (0.5, 0.995, 0.9, 10.0)]:
+        smooth, knots = bulge_disk_parts(hlr, bt, q, beta)
+        assert len(knots) == 0 and smooth.flux == pytest.approx(1.0, abs=1e-15)
+        parts = []
+        if bt > 0.01:
+            parts.append(galsim.DeVaucouleurs(half_light_radius=hlr, trunc=5.0 * hlr, flux=bt))
+        if bt < 0.99:
+            parts.append(galsim.Exponential(half_light_radius=hlr, flux=1.0 - bt))
+        old = (parts[0] if len(parts) == 1 else galsim.Add(parts)).withFlux(1.0).shear(q=q, beta=beta * galsim.degrees)
+        draw = dict(nx=64, ny=64, scale=0.06, method="no_pixel")
+        assert np.array_equal(smooth.drawImage(**draw).array, old.drawImage(**draw).array)
+
+
+def test_clumps_move_disk_light_without_touching_anything_else(clumpy_pair):
+    survey, on, off = clumpy_pair
+    c_on, c_off = on.catalog, off.catalog
+    assert list(c_on.columns) == list(c_off.columns)
+    clumpy = c_on.truth_clump_frac.to_numpy() > 0
+    assert clumpy.sum() >= 20 and (c_off.truth_clump_frac == 0).all()
+    # the same objects, positions, truth parameters and fluxes; only measured quantities of clumpy objects
+    # (fwhm is measured on the rendered stamp, the catalogue error radius follows it) may differ
+    measured = [c for c in c_on.columns if c == "fwhm" or c.split("_")[0] in ("flux", "fluxerr", "mag")]
+    pd.testing.assert_frame_equal(c_on.drop(columns=measured + ["truth_clump_frac"]),
+                                  c_off.drop(columns=measured + ["truth_clump_frac"]))
+    pd.testing.assert_frame_equal(c_on.loc[~clumpy, measured], c_off.loc[~clumpy, measured])
+    assert not np.array_equal(c_on.loc[clumpy, "fwhm"], c_off.loc[clumpy, "fwhm"])
+    npix = on.images["F160W"].shape[0]
+    rows = c_on[clumpy]
+    for band in survey.band_names:
+        # the noise is the same (it cancels); pixels change only on the stamps of galaxies with clumps
+        diff = on.images[band].astype(np.float64) - off.images[band].astype(np.float64)
+        near = np.zeros(diff.shape, dtype=bool)
+        for _, row in rows.iterrows():
+            h = _stamp_half_px(survey, row, band)
+            ix, iy = int(round(row.x)), int(round(row.y))
+            near[max(iy - h, 0):iy + h + 1, max(ix - h, 0):ix + h + 1] = True
+        assert diff[~near].max() == 0 and diff[~near].min() == 0
+        assert np.count_nonzero(diff) > 0
+        # flux is moved, not added: over each group of overlapping stamps of clumpy galaxies that lies inside the
+        # field, the difference integrates to ~0, and it is a real rearrangement of the knot light
+        groups, n_groups = ndimage.label(near)
+        checked = 0
+        for g in range(1, n_groups + 1):
+            region = groups == g
+            ys, xs = np.nonzero(region)
+            if xs.min() == 0 or ys.min() == 0 or xs.max() == npix - 1 or ys.max() == npix - 1:
+                continue
+            inside = region[np.rint(rows.y).astype(int), np.rint(rows.x).astype(int)]
+            members = rows[inside]
+            knot_flux = float((members[f"truth_flux_{band}"] * members.truth_clump_frac).sum())
+            assert abs(diff[region].sum()) < 1e-4 * knot_flux, (g, band)
+            if (members.truth_hlr > 2 * survey.band(band).psf_fwhm).any():
+                assert np.abs(diff[region]).sum() > 0.3 * knot_flux, (g, band)
+            checked += 1
+        assert checked >= 5, band
+
+
+def test_truth_clump_frac_follows_the_configured_range(clumpy_pair, ceers):
+    survey, on, off = clumpy_pair
+    lo, hi = CLUMPS["fraction"]
+    cat = on.catalog
+    tcf, bt = cat.truth_clump_frac.to_numpy(), cat.truth_bulge_frac.to_numpy()
+    normal = (cat.label == "normal").to_numpy()
+    both = normal & (bt > 0.01) & (bt < 0.99)       # bulge and disk: f (1 - B/T)
+    assert both.sum() >= 20
+    share = tcf[both] / (1.0 - bt[both])
+    assert share.min() >= lo - 1e-12 and share.max() <= hi + 1e-12
+    assert share.max() - share.min() > 0.5 * (hi - lo)    # the range is sampled, not a constant
+    disk_only = normal & (bt <= 0.01)                # the bulge is dropped: the whole profile is the disk
+    assert np.all((tcf[disk_only] >= lo - 1e-12) & (tcf[disk_only] <= hi + 1e-12))
+    assert np.all(tcf[normal & (bt >= 0.99)] == 0)   # no disk, no clumps
+    assert np.all(tcf[cat.star.to_numpy()] == 0)
+    # CEERS (clumps from config.yaml): EROs and stars have none; merger bodies do, diluted by tail and tidal clump
+    csurvey, csim = ceers
+    clo, chi = csurvey.embedded["clumps"]["fraction"]
+    cc = csim.catalog
+    assert (cc.loc[cc.label.isin(["ero", "star"]), "truth_clump_frac"] == 0).all()
+    mer = cc[(cc.label == "merger") & (cc.truth_bulge_frac > 0.01) & (cc.truth_bulge_frac < 0.99)]
+    share = mer.truth_clump_frac / (1.0 - mer.truth_bulge_frac)
+    assert len(mer) and (share > 0).all() and (share <= chi + 1e-12).all()
+    assert (share >= clo * (1 - MERGER_TAIL_FRACTION[1]) * (1 - MERGER_CLUMP_FRACTION[1]) - 1e-12).all()
+
+
+def test_band_subset_gives_bit_identical_band_images():
+    """A survey restricted to some of its bands (the one-band clump-free twin of the likelihood-ratio study) draws
+    the same images, truth and catalogue in those bands."""
+    full = small_survey("goodss", npix=256, n_stars=4, mag_limit=26.5, clumps=CLUMPS)
+    part = small_survey("goodss", bands=("F814W", "F160W"), npix=256, n_stars=4, mag_limit=26.5, clumps=CLUMPS)
+    a = simulate_field(full, "goodss", seed=31, progress=False)
+    b = simulate_field(part, "goodss", seed=31, progress=False)
+    assert (a.catalog.truth_clump_frac > 0).any()
+    for band in part.band_names:
+        assert np.array_equal(a.images[band], b.images[band]), band
+        assert np.array_equal(a.rms[band], b.rms[band])
+        assert np.array_equal(a.psfs[band], b.psfs[band])
+    pd.testing.assert_frame_equal(a.catalog[b.catalog.columns], b.catalog)
+    # and the clump-free twin of that subset is the clumpy field's population, noise included
+    twin = simulate_field(dataclasses.replace(part, embedded={**part.embedded, "clumps": None}), "goodss", seed=31,
+                          progress=False)
+    pd.testing.assert_frame_equal(twin.catalog[["id", "x", "y", "truth_flux_F814W", "truth_hlr"]],
+                                  a.catalog[["id", "x", "y", "truth_flux_F814W", "truth_hlr"]])
+    assert not np.array_equal(twin.images["F814W"], a.images["F814W"])
+
+
+def test_clump_config_checks():
+    with pytest.raises(ConfigError, match="clumps.fraction"):
+        simulate_field(small_survey("xdf", npix=128, n_stars=1, clumps={"fraction": [0.4, 0.1], "n_knots": [5, 9]}),
+                       "hudf", seed=1, progress=False)
+    with pytest.raises(ConfigError, match="n_knots"):
+        small_survey("xdf", npix=128, clumps={"fraction": [0.1, 0.2], "n_knots": [0, 9]})
+    # knots trace the sheared disk, hold exactly the requested share of the unit flux, and are reproducible
+    smooth, knots = bulge_disk_parts(0.4, 0.3, 0.5, 30.0, knot_frac=0.2, n_knots=400, knot_seed=7)
+    assert smooth.flux + knots[:, 2].sum() == pytest.approx(1.0, abs=1e-14)
+    assert knots[:, 2].sum() == pytest.approx(0.2 * 0.7, abs=1e-14)
+    assert np.array_equal(knots, bulge_disk_parts(0.4, 0.3, 0.5, 30.0, knot_frac=0.2, n_knots=400, knot_seed=7)[1])
+    # elongated along beta = 30 deg with axis ratio ~ q
+    xy = knots[:, :2] @ np.array([[np.cos(np.radians(30)), -np.sin(np.radians(30))],
+                                  [np.sin(np.radians(30)), np.cos(np.radians(30))]])
+    ratio = np.sqrt(np.mean(xy[:, 1] ** 2) / np.mean(xy[:, 0] ** 2))
+    assert ratio == pytest.approx(0.5, abs=0.1)

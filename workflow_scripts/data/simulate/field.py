@@ -2,14 +2,26 @@
 
 :func:`simulate_field` is the one generic machinery used for every embedded survey; what differs between
 GOODS-S, CEERS and the XDF is data (the :class:`~workflow_scripts.surveys.Survey`: bands, pixel scale, PSF,
-depth, and its ``embedded`` block of sizes and rare-population counts) plus the sky position in
-:data:`SKY_CENTRES`. Everything is deterministic from the seed: the same seed gives bit-identical images and
-catalogues (independent random streams for the population, the catalogue errors and the noise of each band).
+depth, and its ``embedded`` block of sizes, rare-population counts and star-forming clumps) plus the sky
+position in :data:`SKY_CENTRES`. Everything is deterministic from the seed: the same seed gives bit-identical
+images and catalogues. Independent random streams (``np.random.default_rng([seed, STREAM_*, ...])``) serve the
+population, the clumps, the catalogue errors of each band and the noise of each band, so that
+
+* switching ``embedded.clumps`` on or off changes only the clump light: every object, position, truth flux and
+  the noise stay bit-identical (the knot light comes out of the smooth disks, total fluxes are unchanged);
+* a survey restricted to a subset of its bands (the same config, fewer ``bands``; the ``mag_band`` must stay)
+  gives bit-identical images, truth fluxes and catalogue errors in those bands: colours are per-band ratios to
+  the mag_band, and noise and catalogue errors have one stream per band name. One caveat: star placement keeps
+  stars half the largest true-PSF stamp from the edges, so the subset must keep the band with the widest PSF
+  (the mag_band in every configured survey); CEERS EROs need their four defining bands.
 
 Rendering: each object's achromatic, unit-flux profile is built once; per band it is scaled to that band's
 flux, convolved with the band's PSF and drawn (pixel-convolved FFT, :data:`DRAW_METHOD`) on a postage stamp
 sized to the object (:data:`STAMP_HLR_FACTOR` half-light radii along the major axis plus the PSF's truncation
-radius), which is added into the mosaic over the overlapping bounds.
+radius), which is added into the mosaic over the overlapping bounds. Star-forming knots are point sources: they
+are added to their galaxy's stamp from a table of star stamps drawn the same way at 1/:data:`KNOT_PHASES` pixel
+offsets (:func:`knot_psf_table`; knot positions snapped to that grid), each normalised to unit sum, which is as
+exact as an FFT per knot and far cheaper than GalSim's RandomKnots inside the galaxy's FFT.
 
 Catalogue (the boundary part of it, as in a real survey catalogue):
 
@@ -25,8 +37,14 @@ Truth columns: ``x``, ``y`` (0-based pixel position of the profile centre, numpy
 ``truth_flux_{band}``, ``truth_mag_{band}``, ``truth_hlr`` (arcsec, circularised, pre-PSF; 0 for point
 sources), ``truth_bulge_frac``, ``truth_sersic_n`` (light-weighted, 1 + 3 B/T), ``truth_q``, ``truth_beta``
 (degrees from +x towards +y), ``truth_type`` (continuous CWW template type, NaN for stars/EROs),
-``truth_teff`` (K, stars), ``truth_tail_frac`` (mergers), ``label`` (normal | star | ero | merger) and
-``pair_id`` (merger pair number, -1 otherwise).
+``truth_teff`` (K, stars), ``truth_tail_frac`` (mergers), ``truth_clump_frac`` (share of the object's total
+flux in star-forming knots, the same in every band: 0 for stars, EROs, bulge-only galaxies and when
+``embedded.clumps`` is off), ``label`` (normal | star | ero | merger) and ``pair_id`` (merger pair number, -1
+otherwise).
+
+Clumps (``embedded.clumps: {fraction: [lo, hi], n_knots: [lo, hi]}``, absent or null = none): normal galaxies
+and the bodies of merging pairs move a share f ~ U(fraction) of their disk light into n ~ U{n_knots} knots
+(:func:`~.population.bulge_disk_parts`), achromatic like the rest of the profile.
 """
 
 from __future__ import annotations
@@ -49,8 +67,9 @@ from tqdm.auto import tqdm
 from workflow_scripts import io
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.surveys import Survey
-from workflow_scripts.data.simulate.population import (Cosmology, bulge_disk_profile, draw_galaxies, draw_magnitudes,
-                                                       draw_star_teff, galaxy_extent, sersic_index)
+from workflow_scripts.data.simulate.population import (NO_KNOTS, ClumpConfig, Cosmology, bulge_disk_parts,
+                                                       draw_galaxies, draw_knots, draw_magnitudes, draw_star_teff,
+                                                       galaxy_extent, sersic_index)
 from workflow_scripts.data.simulate.psf import (PSF_MOFFAT_BETA, PSF_OVERSAMPLING, PSF_TRUNC_FWHM, draw_psf_native,
                                                 draw_psf_oversampled, measured_fwhm, optical_psf, psf_stamp_size)
 from workflow_scripts.data.simulate.rare import draw_eros, draw_mergers, ero_profile
@@ -80,13 +99,18 @@ STAR_MIN_SEPARATION_STAMPS = 1.0
 STAR_PLACEMENT_TRIES = 500
 #: Catalogue error aperture radius, in FWHM of the object (the depth aperture is the minimum).
 CATALOG_APERTURE_FWHM = 1.5
-#: Independent random streams derived from the seed.
+#: Independent random streams derived from the seed (catalogue errors and noise: one sub-stream per band name).
 STREAM_POPULATION = 0
 STREAM_CATALOG = 1
 STREAM_NOISE = 2
+STREAM_CLUMPS = 3
 #: GalSim draw method: pixel-convolved FFT (what 'auto' picks for these three-fold convolutions; explicit so
 #: that no object silently falls back to a slow real-space convolution).
 DRAW_METHOD = "fft"
+#: Star-forming knots are point sources drawn like stars from a table of PSF stamps at this many sub-pixel
+#: offsets per pixel (positions snapped to 1/KNOT_PHASES pixel): as exact as drawing each knot by FFT and ~20x
+#: cheaper than GalSim's RandomKnots inside the galaxy's FFT (one k-space phase factor per knot and k-pixel).
+KNOT_PHASES = 8
 #: Labels of the truth catalogue.
 LABELS = ("normal", "star", "ero", "merger")
 
@@ -183,8 +207,9 @@ class _Objects:
 
     table: pd.DataFrame                           # truth parameters (x, y, mag_ref, z, ...)
     ratios: np.ndarray                            # (n, n_bands) flux ratio band / mag_band
-    profiles: list[galsim.GSObject | None]        # unit flux, centred; None = point source
+    profiles: list[galsim.GSObject | None]        # unit flux less the knots', centred; None = point source
     extent: np.ndarray                            # arcsec, radius holding the intrinsic light
+    knots: list[np.ndarray]                       # (n, 3) star-forming knots: x, y (arcsec), flux; often empty
 
 
 def _uniform_positions(rng: np.random.Generator, n: int, npix: int,
@@ -211,39 +236,51 @@ def _place_stars(rng: np.random.Generator, n: int, npix: int, margin: float,
 
 def _frame(kind: str, n: int, **cols: Any) -> pd.DataFrame:
     base = {"label": [kind] * n, "pair_id": np.full(n, -1, dtype=np.int64), "truth_type": np.full(n, np.nan),
-            "truth_teff": np.full(n, np.nan), "truth_tail_frac": np.zeros(n), "truth_bulge_frac": np.zeros(n),
-            "truth_sersic_n": np.ones(n), "truth_q": np.ones(n), "truth_beta": np.zeros(n),
-            "truth_hlr": np.zeros(n), "star": np.zeros(n, dtype=bool)}
+            "truth_teff": np.full(n, np.nan), "truth_tail_frac": np.zeros(n), "truth_clump_frac": np.zeros(n),
+            "truth_bulge_frac": np.zeros(n), "truth_sersic_n": np.ones(n), "truth_q": np.ones(n),
+            "truth_beta": np.zeros(n), "truth_hlr": np.zeros(n), "star": np.zeros(n, dtype=bool)}
     base.update(cols)
     return pd.DataFrame(base)
 
 
-def build_objects(survey: Survey, rng: np.random.Generator) -> _Objects:
-    """Draw every object of a field (normal galaxies, merging pairs, EROs, stars) with positions."""
+def build_objects(survey: Survey, rng: np.random.Generator,
+                  clump_rng: np.random.Generator | None = None) -> _Objects:
+    """Draw every object of a field (normal galaxies, merging pairs, EROs, stars) with positions.
+
+    ``rng`` is the population stream; star-forming clumps (``embedded.clumps``) come from ``clump_rng`` alone
+    (normal galaxies first, then merger members), so the population is the same with or without them.
+    """
     emb = survey.embedded
+    clumps = ClumpConfig.from_embedded(emb, f"surveys.{survey.name}.embedded")
     npix = int(emb["npix"])
     mag_band = emb["mag_band"]
     scale = survey.pixel_scale
     area_deg2 = (npix * scale / 3600.0) ** 2
     grid = colour_grid(survey, mag_band)
     cosmo = Cosmology()
-    tables, ratios, profiles, extents = [], [], [], []
+    tables, ratios, profiles, extents, knot_tables = [], [], [], [], []
 
     # normal galaxies
     mags = draw_magnitudes(rng, area_deg2, float(emb["mag_limit"]))
     gal = draw_galaxies(rng, cosmo, mags)
     x, y = _uniform_positions(rng, len(gal), npix)
+    knots = draw_knots(clump_rng, len(gal), clumps)
+    parts = [bulge_disk_parts(*p, **knots.params(i))
+             for i, p in enumerate(zip(gal.hlr, gal.bulge_frac, gal.q, gal.beta))]
     tables.append(_frame("normal", len(gal), x=x, y=y, mag_ref=gal.mag, z=gal.z, truth_hlr=gal.hlr,
                          truth_bulge_frac=gal.bulge_frac, truth_sersic_n=sersic_index(gal.bulge_frac),
-                         truth_q=gal.q, truth_beta=gal.beta, truth_type=gal.ttype))
+                         truth_q=gal.q, truth_beta=gal.beta, truth_type=gal.ttype,
+                         truth_clump_frac=np.array([float(k[:, 2].sum()) for _, k in parts])))
     ratios.append(grid.flux_ratios(gal.ttype, gal.z))
-    profiles += [bulge_disk_profile(*p) for p in zip(gal.hlr, gal.bulge_frac, gal.q, gal.beta)]
+    profiles += [prof for prof, _ in parts]
+    knot_tables += [k for _, k in parts]
     extents.append(galaxy_extent(gal.hlr, gal.q, STAMP_HLR_FACTOR))
 
     # merging pairs
     n_merger = int(emb.get("n_merger", 0))
     if n_merger:
-        mer = draw_mergers(rng, cosmo, n_merger, float(emb["mag_limit"]), STAMP_HLR_FACTOR)
+        mer = draw_mergers(rng, cosmo, n_merger, float(emb["mag_limit"]), STAMP_HLR_FACTOR,
+                           knots=draw_knots(clump_rng, 2 * n_merger, clumps))
         half_sep = np.hypot(mer.dx, mer.dy).max() / scale
         mx, my = _uniform_positions(rng, n_merger, npix, margin=half_sep + 1.0)
         g = mer.gal
@@ -251,9 +288,10 @@ def build_objects(survey: Survey, rng: np.random.Generator) -> _Objects:
                              y=np.repeat(my, 2) + mer.dy / scale, mag_ref=g.mag, z=g.z, truth_hlr=g.hlr,
                              truth_bulge_frac=g.bulge_frac, truth_sersic_n=sersic_index(g.bulge_frac),
                              truth_q=g.q, truth_beta=g.beta, truth_type=g.ttype, truth_tail_frac=mer.tail_frac,
-                             pair_id=mer.pair_id))
+                             truth_clump_frac=mer.clump_frac, pair_id=mer.pair_id))
         ratios.append(grid.flux_ratios(g.ttype, g.z))
         profiles += mer.profiles
+        knot_tables += mer.knots
         extents.append(mer.extent)
 
     # compact extremely red objects
@@ -264,6 +302,7 @@ def build_objects(survey: Survey, rng: np.random.Generator) -> _Objects:
         tables.append(_frame("ero", n_ero, x=ex, y=ey, mag_ref=ero.mag, z=ero.z, truth_hlr=ero.hlr))
         ratios.append(ero.ratios)
         profiles += [ero_profile(h) for h in ero.hlr]
+        knot_tables += [NO_KNOTS] * n_ero
         extents.append(galaxy_extent(ero.hlr, np.ones(n_ero), STAMP_HLR_FACTOR))
 
     # stars: isolated, away from the edges, for PSF estimation downstream
@@ -278,13 +317,54 @@ def build_objects(survey: Survey, rng: np.random.Generator) -> _Objects:
                              star=np.ones(n_stars, dtype=bool)))
         ratios.append(star_flux_ratios(survey, mag_band, teff))
         profiles += [None] * n_stars
+        knot_tables += [NO_KNOTS] * n_stars
         extents.append(np.zeros(n_stars))
 
     table = pd.concat(tables, ignore_index=True)
-    return _Objects(table=table, ratios=np.concatenate(ratios), profiles=profiles, extent=np.concatenate(extents))
+    return _Objects(table=table, ratios=np.concatenate(ratios), profiles=profiles, extent=np.concatenate(extents),
+                    knots=knot_tables)
 
 
 # ------------------------------------------------------------------------------------------- rendering
+_KNOT_PSF_CACHE: dict[tuple[str, float, float, int], tuple[int, np.ndarray]] = {}
+
+
+def knot_psf_table(psf: galsim.GSObject, scale: float, reach: float,
+                   phases: int = KNOT_PHASES) -> tuple[int, np.ndarray]:
+    """Point sources drawn like the stars, at every 1/``phases`` sub-pixel offset: (half, table).
+
+    ``table[a, b]`` is the (2 half + 1)^2 stamp of a unit-flux point at offset ((b - phases/2), (a - phases/2))
+    / phases pixels in (x, y) from the stamp's central pixel (numpy [y, x] order), PSF- and pixel-convolved by
+    FFT exactly as a star; each stamp is normalised to sum 1 so that knots move flux without adding any.
+    """
+    key = (repr(psf), float(scale), float(reach), int(phases))
+    if key not in _KNOT_PSF_CACHE:
+        half = math.ceil(reach / scale) + 1
+        n = 2 * half + 1
+        offsets = (np.arange(phases + 1) - phases // 2) / phases
+        table = np.empty((phases + 1, phases + 1, n, n))
+        star = galsim.Convolve(galsim.DeltaFunction(), psf)
+        for a, oy in enumerate(offsets):
+            for b, ox in enumerate(offsets):
+                img = galsim.ImageD(n, n, xmin=-half, ymin=-half, scale=scale)
+                star.drawImage(image=img, center=galsim.PositionD(ox, oy), method=DRAW_METHOD)
+                table[a, b] = img.array / img.array.sum()
+        _KNOT_PSF_CACHE[key] = (half, table)
+    return _KNOT_PSF_CACHE[key]
+
+
+def _knot_pixels(knots: np.ndarray, x: float, y: float, scale: float,
+                 phases: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest pixel (ix, iy) and sub-pixel phase indices (a for y, b for x) of knots around (x, y)."""
+    px = x + knots[:, 0] / scale
+    py = y + knots[:, 1] / scale
+    ix = np.rint(px).astype(int)
+    iy = np.rint(py).astype(int)
+    b = np.rint((px - ix) * phases).astype(int) + phases // 2
+    a = np.rint((py - iy) * phases).astype(int) + phases // 2
+    return ix, iy, a, b
+
+
 def render(survey: Survey, objs: _Objects, fluxes: np.ndarray, psfs: Mapping[str, galsim.GSObject],
            progress: bool = True, desc: str = "simulate") -> tuple[dict[str, galsim.Image], np.ndarray]:
     """Draw every object into noiseless per-band mosaics; return them and the measured mag_band FWHM."""
@@ -299,20 +379,36 @@ def render(survey: Survey, objs: _Objects, fluxes: np.ndarray, psfs: Mapping[str
     ys = objs.table["y"].to_numpy()
     for i in tqdm(range(len(objs.table)), disable=not progress, desc=desc, unit="obj", mininterval=1.0):
         prof = objs.profiles[i]
+        knots = objs.knots[i]
         pos = galsim.PositionD(xs[i], ys[i])
         ix, iy = int(round(xs[i])), int(round(ys[i]))
+        if len(knots):
+            kx, ky, ka, kb = _knot_pixels(knots, xs[i], ys[i], scale, KNOT_PHASES)
         for bi, b in enumerate(bands):
             flux = float(fluxes[i, bi])
             if flux <= 0:
                 continue
             # Point sources go through a delta function so that the PSF object (and its cached k-space table
             # of the truncated Moffat) is reused: psf.withFlux() would rebuild it, ~25x slower.
-            src = galsim.DeltaFunction(flux=flux) if prof is None else prof.withFlux(flux)
+            if prof is None:
+                src = galsim.DeltaFunction(flux=flux)
+            else:  # with knots the smooth part holds 1 - (knot flux): scale it, do not set it
+                src = prof.withScaledFlux(flux) if len(knots) else prof.withFlux(flux)
             obj = galsim.Convolve(src, psfs[b])
             half = min(MAX_STAMP_HALF_PX, math.ceil((objs.extent[i] + psf_reach[b]) / scale) + 1)
             bounds = galsim.BoundsI(ix - half, ix + half, iy - half, iy + half)
+            if len(knots):
+                khalf, table = knot_psf_table(psfs[b], scale, psf_reach[b])
+                # every knot's whole point-source stamp lies in the object's stamp: no knot light is lost
+                bounds = bounds + galsim.BoundsI(int(kx.min()) - khalf, int(kx.max()) + khalf,
+                                                 int(ky.min()) - khalf, int(ky.max()) + khalf)
             stamp = galsim.ImageF(bounds, scale=scale)
             obj.drawImage(image=stamp, center=pos, method=DRAW_METHOD)
+            if len(knots):
+                arr = stamp.array
+                for k in range(len(knots)):
+                    x0, y0 = kx[k] - khalf - bounds.xmin, ky[k] - khalf - bounds.ymin
+                    arr[y0:y0 + 2 * khalf + 1, x0:x0 + 2 * khalf + 1] += flux * knots[k, 2] * table[ka[k], kb[k]]
             overlap = bounds & full[b].bounds
             if overlap.isDefined():
                 full[b][overlap] += stamp[overlap]
@@ -334,7 +430,8 @@ def simulate_field(survey: Survey, field: str, seed: int, progress: bool = True)
     bands = survey.band_names
     wcs = field_wcs(survey, field)
 
-    objs = build_objects(survey, np.random.default_rng([seed, STREAM_POPULATION]))
+    objs = build_objects(survey, np.random.default_rng([seed, STREAM_POPULATION]),
+                         clump_rng=np.random.default_rng([seed, STREAM_CLUMPS]))
     tab = objs.table
     zps = np.array([survey.band(b).zeropoint for b in bands])
     ref_flux = 10.0 ** (-0.4 * (tab["mag_ref"].to_numpy(dtype=float)[:, None] - zps[None, :]))  # Band.flux
@@ -358,7 +455,7 @@ def simulate_field(survey: Survey, field: str, seed: int, progress: bool = True)
     timings["noise_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    catalog = _catalog(survey, tab, fluxes, fwhm_px, wcs, np.random.default_rng([seed, STREAM_CATALOG]))
+    catalog = _catalog(survey, tab, fluxes, fwhm_px, wcs, seed)
     psfs = {b: draw_psf_native(survey, b) for b in bands}
     psfs_x4 = {b: draw_psf_oversampled(survey, b) for b in bands}
     fwhm_meas = {b: measured_fwhm(survey, b) for b in bands}
@@ -370,7 +467,7 @@ def simulate_field(survey: Survey, field: str, seed: int, progress: bool = True)
 
 
 def _catalog(survey: Survey, tab: pd.DataFrame, fluxes: np.ndarray, fwhm: np.ndarray, wcs: WCS,
-             rng: np.random.Generator) -> pd.DataFrame:
+             seed: int) -> pd.DataFrame:
     bands = survey.band_names
     n = len(tab)
     ra, dec = wcs.wcs_pix2world(tab["x"].to_numpy(), tab["y"].to_numpy(), 0)
@@ -381,6 +478,7 @@ def _catalog(survey: Survey, tab: pd.DataFrame, fluxes: np.ndarray, fwhm: np.nda
                             CATALOG_APERTURE_FWHM * np.fmax(fwhm, survey.band(b).psf_fwhm)) / survey.pixel_scale
         err = survey.pixel_noise(b) * np.sqrt(np.pi) * radius
         errors[b] = err
+        rng = np.random.default_rng([seed, STREAM_CATALOG, stable_int(b)])   # per band: subsets draw the same
         measured[b] = fluxes[:, bi] + err * rng.standard_normal(n)
     zp = {b: survey.band(b).zeropoint for b in bands}
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -400,7 +498,7 @@ def _catalog(survey: Survey, tab: pd.DataFrame, fluxes: np.ndarray, fwhm: np.nda
         for bi, b in enumerate(bands):
             cols[f"truth_mag_{b}"] = np.where(fluxes[:, bi] > 0, -2.5 * np.log10(fluxes[:, bi]) + zp[b], np.nan)
     for c in ("truth_hlr", "truth_bulge_frac", "truth_sersic_n", "truth_q", "truth_beta", "truth_type",
-              "truth_teff", "truth_tail_frac"):
+              "truth_teff", "truth_tail_frac", "truth_clump_frac"):
         cols[c] = tab[c].to_numpy(dtype=float)
     cols["truth_z"] = tab["z"].to_numpy()
     cols["label"] = tab["label"].astype(str).to_numpy()

@@ -12,15 +12,28 @@ Scaling relations (all constants below carry their source):
 * half-light radii follow a luminosity-size relation that shrinks with redshift as (1+z)^-0.75 for disks and
   (1+z)^-1.48 for spheroids (van der Wel+2014), with 0.2 dex log-normal scatter;
 * colours interpolate between CWW templates (:mod:`.seds`), redder for bulge-dominated galaxies.
+
+Star-forming clumps (optional, the survey's ``embedded.clumps`` block, :class:`ClumpConfig`): a fraction f of
+each disk's light (f uniform in ``fraction``) is moved from the smooth exponential into n point-like knots (n
+integer uniform in ``n_knots``) placed by :class:`galsim.RandomKnots` along the same exponential (same half-light
+radius), sheared with the galaxy's q and beta like the disk; the total flux is unchanged (:func:`bulge_disk_parts`
+returns the smooth part and the knot table, which the renderer draws as point sources). The knots are achromatic
+like the rest of the profile (one profile scaled per band): real clumps are bluer than their disks (Guo+2015,
+2018; Wuyts+2012), here their share is the same in every band. Clump parameters come from their own random
+stream (:func:`draw_knots`), never from the population's, so switching clumps on or off changes nothing else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import galsim
 import numpy as np
 from scipy.special import gammainc, gammaincinv
+
+from workflow_scripts.errors import ConfigError
 
 # --------------------------------------------------------------------------------------- number counts
 #: Reference magnitude and differential counts there (per deg^2 per mag): Windhorst+2011 (ApJS 193, 27) find
@@ -222,15 +235,137 @@ def sersic_index(bulge_frac: np.ndarray) -> np.ndarray:
     return 1.0 + 3.0 * np.asarray(bulge_frac)
 
 
-def bulge_disk_profile(hlr: float, bulge_frac: float, q: float, beta_deg: float) -> galsim.GSObject:
-    """Unit-flux bulge + disk profile centred at the origin (arcsec)."""
+# ---------------------------------------------------------------------------------------------- clumps
+@dataclass(frozen=True)
+class ClumpConfig:
+    """The ``embedded.clumps`` block: share of the disk light in knots and the number of knots (ranges)."""
+
+    fraction: tuple[float, float]     # of the disk flux, uniform
+    n_knots: tuple[int, int]          # integer uniform, both ends included
+
+    @classmethod
+    def from_embedded(cls, emb: Mapping[str, Any], where: str = "embedded") -> "ClumpConfig | None":
+        """The clump settings of an ``embedded`` block; None when ``clumps`` is absent or null (no clumps)."""
+        spec = emb.get("clumps")
+        if spec is None:
+            return None
+        lo, hi = (float(v) for v in spec["fraction"])
+        nlo, nhi = (int(v) for v in spec["n_knots"])
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ConfigError(f"{where}.clumps.fraction must be [low, high] with 0 <= low <= high <= 1, "
+                              f"got {list(spec['fraction'])}")
+        if not 1 <= nlo <= nhi:
+            raise ConfigError(f"{where}.clumps.n_knots must be [low, high] with 1 <= low <= high, "
+                              f"got {list(spec['n_knots'])}")
+        return cls(fraction=(lo, hi), n_knots=(nlo, nhi))
+
+
+@dataclass
+class KnotDraw:
+    """Clump parameters of n galaxies (arrays of equal length); disk_frac 0 = no knots."""
+
+    disk_frac: np.ndarray      # share of the disk flux in knots
+    n_knots: np.ndarray        # int
+    seed: np.ndarray           # int, seed of the galsim.BaseDeviate that places the knots
+
+    def __len__(self) -> int:
+        return len(self.disk_frac)
+
+    def params(self, i: int) -> dict[str, Any]:
+        """Keyword arguments of :func:`bulge_disk_parts` for galaxy ``i``."""
+        return {"knot_frac": float(self.disk_frac[i]), "n_knots": int(self.n_knots[i]), "knot_seed": int(self.seed[i])}
+
+
+def no_knots(n: int) -> KnotDraw:
+    return KnotDraw(disk_frac=np.zeros(n), n_knots=np.zeros(n, dtype=np.int64), seed=np.zeros(n, dtype=np.int64))
+
+
+def draw_knots(rng: np.random.Generator | None, n: int, spec: ClumpConfig | None) -> KnotDraw:
+    """Clump parameters of ``n`` galaxies from the clump stream ``rng`` (nothing drawn when ``spec`` is None).
+
+    Drawn for every galaxy, whether it has a disk or not, so that the stream's use depends on ``n`` only.
+    """
+    if spec is None or n == 0:
+        return no_knots(n)
+    if rng is None:
+        raise ValueError("clumps are configured but no clump random stream was given")
+    frac = rng.uniform(*spec.fraction, size=n)
+    n_knots = rng.integers(spec.n_knots[0], spec.n_knots[1] + 1, size=n)
+    seed = rng.integers(1, 2**31 - 1, size=n)
+    return KnotDraw(disk_frac=frac, n_knots=n_knots.astype(np.int64), seed=seed.astype(np.int64))
+
+
+def _has_bulge(bulge_frac: float) -> bool:
+    return bool(bulge_frac > BT_MIN_COMPONENT)
+
+
+def _has_disk(bulge_frac: float) -> bool:
+    return bool(bulge_frac < 1.0 - BT_MIN_COMPONENT)
+
+
+#: An empty knot table: (n, 3) rows of x, y (arcsec from the profile centre, pixel axes) and flux.
+NO_KNOTS = np.zeros((0, 3))
+
+
+def disk_knot_positions(hlr: float, q: float, beta_deg: float, n_knots: int, seed: int) -> np.ndarray:
+    """(n, 2) knot offsets (arcsec): :class:`galsim.RandomKnots` following the sheared exponential disk."""
+    disk = galsim.Exponential(half_light_radius=hlr).shear(q=q, beta=beta_deg * galsim.degrees)
+    knots = galsim.RandomKnots(int(n_knots), profile=disk, rng=galsim.BaseDeviate(int(seed)))
+    return np.asarray(knots.points, dtype=float).reshape(-1, 2)
+
+
+def bulge_disk_parts(hlr: float, bulge_frac: float, q: float, beta_deg: float, knot_frac: float = 0.0,
+                     n_knots: int = 0, knot_seed: int = 0) -> tuple[galsim.GSObject, np.ndarray]:
+    """The unit-flux bulge + disk profile as its smooth part and its star-forming knots.
+
+    Without knots (``knot_frac`` or ``n_knots`` 0, or no disk component) the smooth part is the whole unit-flux
+    profile and the knot table is empty. Otherwise a share ``knot_frac`` of the disk flux is taken out of the
+    exponential and put in ``n_knots`` equal point sources placed by :func:`disk_knot_positions` (seeded by
+    ``knot_seed``): the smooth part's flux plus the knots' (column 2 of the (n, 3) table: x, y in arcsec, flux)
+    is 1. Achromatic: the same profile is scaled per band (real clumps are bluer than their disks; here their
+    share is the same in every band).
+    """
     parts = []
-    if bulge_frac > BT_MIN_COMPONENT:
-        parts.append(galsim.DeVaucouleurs(half_light_radius=hlr, trunc=BULGE_TRUNC_HLR * hlr, flux=bulge_frac))
-    if bulge_frac < 1.0 - BT_MIN_COMPONENT:
-        parts.append(galsim.Exponential(half_light_radius=hlr, flux=1.0 - bulge_frac))
+    if not (knot_frac > 0 and n_knots > 0 and _has_disk(bulge_frac)):
+        if _has_bulge(bulge_frac):
+            parts.append(galsim.DeVaucouleurs(half_light_radius=hlr, trunc=BULGE_TRUNC_HLR * hlr, flux=bulge_frac))
+        if _has_disk(bulge_frac):
+            parts.append(galsim.Exponential(half_light_radius=hlr, flux=1.0 - bulge_frac))
+        prof = parts[0] if len(parts) == 1 else galsim.Add(parts)
+        return prof.withFlux(1.0).shear(q=q, beta=beta_deg * galsim.degrees), NO_KNOTS
+    disk = 1.0 - bulge_frac
+    total = disk + (bulge_frac if _has_bulge(bulge_frac) else 0.0)
+    if _has_bulge(bulge_frac):
+        parts.append(galsim.DeVaucouleurs(half_light_radius=hlr, trunc=BULGE_TRUNC_HLR * hlr,
+                                          flux=bulge_frac / total))
+    if knot_frac < 1.0:
+        parts.append(galsim.Exponential(half_light_radius=hlr, flux=disk * (1.0 - knot_frac) / total))
+    if not parts:   # a pure disk entirely in knots: a zero-flux smooth part keeps the interface
+        parts.append(galsim.Exponential(half_light_radius=hlr, flux=0.0))
     prof = parts[0] if len(parts) == 1 else galsim.Add(parts)
-    return prof.withFlux(1.0).shear(q=q, beta=beta_deg * galsim.degrees)
+    xy = disk_knot_positions(hlr, q, beta_deg, n_knots, knot_seed)
+    knots = np.column_stack([xy, np.full(len(xy), disk * knot_frac / total / len(xy))])
+    return prof.shear(q=q, beta=beta_deg * galsim.degrees), knots
+
+
+def knots_profile(knots: np.ndarray) -> galsim.GSObject | None:
+    """The knots of a (n, 3) table as one GalSim profile (shifted delta functions); None when empty."""
+    if not len(knots):
+        return None
+    deltas = [galsim.DeltaFunction(flux=float(f)).shift(float(x), float(y)) for x, y, f in knots]
+    return deltas[0] if len(deltas) == 1 else galsim.Add(deltas)
+
+
+def bulge_disk_profile(hlr: float, bulge_frac: float, q: float, beta_deg: float, knot_frac: float = 0.0,
+                       n_knots: int = 0, knot_seed: int = 0) -> galsim.GSObject:
+    """Unit-flux bulge + disk profile centred at the origin (arcsec), knots included (:func:`bulge_disk_parts`).
+
+    The renderer draws the smooth part by FFT and the knots as point sources (see
+    :mod:`workflow_scripts.data.simulate.field`); this single object is the same light for other uses.
+    """
+    smooth, knots = bulge_disk_parts(hlr, bulge_frac, q, beta_deg, knot_frac, n_knots, knot_seed)
+    extra = knots_profile(knots)
+    return smooth if extra is None else galsim.Add([smooth, extra])
 
 
 def galaxy_extent(hlr: np.ndarray, q: np.ndarray, hlr_factor: float) -> np.ndarray:

@@ -11,7 +11,9 @@ lopsided off-centre clump) and carrying a curved tidal tail: a chain of faint, e
 along a circular arc leaving the galaxy away from its companion. The two tails turn in the same sense, as in
 a prograde encounter (Toomre & Toomre 1972). Tails share their galaxy's colours. ``truth_hlr``, ``truth_q`` and
 ``truth_beta`` describe the main body before the tidal distortion; ``truth_flux`` includes the tail, whose
-share is ``truth_tail_frac``.
+share is ``truth_tail_frac``. With ``embedded.clumps`` the bodies' disks carry star-forming knots like normal
+galaxies (:func:`~.population.bulge_disk_profile`; parameters from the clump stream, passed in as ``knots``);
+the off-centre tidal clump and the tail knots are part of the merger itself and stay when clumps are off.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import numpy as np
 
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.surveys import Survey
-from workflow_scripts.data.simulate.population import (Cosmology, GalaxyDraw, bulge_disk_profile, draw_galaxies,
-                                                       draw_redshifts, galaxy_extent)
+from workflow_scripts.data.simulate.population import (Cosmology, GalaxyDraw, KnotDraw, bulge_disk_parts,
+                                                       draw_galaxies, draw_redshifts, galaxy_extent, no_knots)
 from workflow_scripts.data.simulate.seds import pivot_wavelengths
 
 # ------------------------------------------------------------------------------------------------- EROs
@@ -117,9 +119,11 @@ class MergerDraw:
     dx: np.ndarray             # offset (arcsec) of the member from the pair midpoint, +x pixel axis
     dy: np.ndarray
     tail_frac: np.ndarray
-    profiles: list[galsim.GSObject]
+    profiles: list[galsim.GSObject]   # unit flux with the knots' flux, without them (smooth part)
     extent: np.ndarray         # arcsec, radius holding the body and its tail
     pair_id: np.ndarray
+    knots: list[np.ndarray]    # (n, 3) star-forming knots of each member: x, y (arcsec), flux; empty without
+    clump_frac: np.ndarray     # share of the member's total flux in those knots (0 without clumps)
 
 
 def _tail(rng: np.random.Generator, hlr: float, away_deg: float, sense: float) -> tuple[galsim.GSObject, float]:
@@ -147,9 +151,22 @@ def _tail(rng: np.random.Generator, hlr: float, away_deg: float, sense: float) -
     return galsim.Add(knots), extent
 
 
+def _share(obj: galsim.GSObject, share: float, scaled: bool) -> galsim.GSObject:
+    """``obj`` (unit flux) with flux ``share``, or, when ``scaled`` (knots taken out: flux < 1), scaled by it."""
+    return obj.withScaledFlux(share) if scaled else obj.withFlux(share)
+
+
 def draw_mergers(rng: np.random.Generator, cosmo: Cosmology, n_pairs: int, mag_limit: float,
-                 body_hlr_factor: float) -> MergerDraw:
-    """``n_pairs`` merging pairs with their distorted, tailed unit-flux profiles."""
+                 body_hlr_factor: float, knots: KnotDraw | None = None) -> MergerDraw:
+    """``n_pairs`` merging pairs with their distorted, tailed unit-flux profiles.
+
+    ``knots`` (one row per member, member k of pair p at 2p + k) puts star-forming knots in the bodies' disks;
+    it is drawn from the clump stream, so ``rng`` is used exactly as without it.
+    """
+    if knots is None:
+        knots = no_knots(2 * n_pairs)
+    if len(knots) != 2 * n_pairs:
+        raise ValueError(f"knots for {len(knots)} members given, {2 * n_pairs} needed")
     m1 = mag_limit - rng.uniform(*MERGER_PRIMARY_OFFSET_MAG, size=n_pairs)
     m2 = m1 + rng.uniform(*MERGER_SECONDARY_DMAG, size=n_pairs)
     mags = np.stack([m1, m2], axis=1).ravel()
@@ -164,6 +181,7 @@ def draw_mergers(rng: np.random.Generator, cosmo: Cosmology, n_pairs: int, mag_l
     tail_frac = rng.uniform(*MERGER_TAIL_FRACTION, size=2 * n_pairs)
     profiles: list[galsim.GSObject] = []
     extent = np.empty(2 * n_pairs)
+    member_knots: list[np.ndarray] = []
     for p in range(n_pairs):
         for k in range(2):
             i = 2 * p + k
@@ -173,18 +191,27 @@ def draw_mergers(rng: np.random.Generator, cosmo: Cosmology, n_pairs: int, mag_l
             dx[i] = sign * 0.5 * sep[p] * np.cos(np.radians(axis[p]))
             dy[i] = sign * 0.5 * sep[p] * np.sin(np.radians(axis[p]))
             hlr = float(gal.hlr[i])
-            body = bulge_disk_profile(hlr, float(gal.bulge_frac[i]), float(gal.q[i]), float(gal.beta[i]))
+            body, kn = bulge_disk_parts(hlr, float(gal.bulge_frac[i]), float(gal.q[i]), float(gal.beta[i]),
+                                        **knots.params(i))
             clump_frac = rng.uniform(*MERGER_CLUMP_FRACTION)
             clump_dir = np.radians(rng.uniform(0.0, 360.0))
             clump = galsim.Exponential(half_light_radius=MERGER_CLUMP_HLR * hlr).shift(
                 MERGER_CLUMP_OFFSET_HLR * hlr * np.cos(clump_dir), MERGER_CLUMP_OFFSET_HLR * hlr * np.sin(clump_dir))
             g = rng.uniform(*MERGER_BODY_SHEAR)
             g_beta = rng.uniform(0.0, 180.0)
-            body = galsim.Add([body.withFlux(1.0 - clump_frac), clump.withFlux(clump_frac)])
-            body = body.shear(g=g, beta=g_beta * galsim.degrees)
+            tidal = galsim.Shear(g=g, beta=g_beta * galsim.degrees)
+            # with knots the body's smooth part holds 1 - (knot flux): its share is scaled, not set; the knots
+            # follow the tidal shear (positions x' = M x) and the same flux scalings
+            scaled = bool(len(kn))
+            body = galsim.Add([_share(body, 1.0 - clump_frac, scaled), clump.withFlux(clump_frac)]).shear(tidal)
             tail, tail_extent = _tail(rng, hlr, away_deg, sense[p])
-            profiles.append(galsim.Add([body.withFlux(1.0 - tail_frac[i]), tail.withFlux(tail_frac[i])]))
+            profiles.append(galsim.Add([_share(body, 1.0 - tail_frac[i], scaled), tail.withFlux(tail_frac[i])]))
+            if scaled:
+                kn = np.column_stack([kn[:, :2] @ tidal.getMatrix().T,
+                                      kn[:, 2] * (1.0 - clump_frac) * (1.0 - tail_frac[i])])
+            member_knots.append(kn)
             body_extent = float(galaxy_extent(hlr, gal.q[i], body_hlr_factor)) * (1.0 + g) / (1.0 - g)
             extent[i] = max(body_extent, tail_extent)
     return MergerDraw(gal=gal, dx=dx, dy=dy, tail_frac=tail_frac, profiles=profiles, extent=extent,
-                      pair_id=np.repeat(np.arange(n_pairs), 2))
+                      pair_id=np.repeat(np.arange(n_pairs), 2), knots=member_knots,
+                      clump_frac=np.array([float(k[:, 2].sum()) for k in member_knots]))
