@@ -47,6 +47,8 @@ def test_paper_preset_dry_run_builds_the_real_data_dag(tmp_path):
     assert counts["pearce_casey23_match"] == 6 and counts["pearce_casey23_catalog"] == 1
     assert counts["pearce_casey23_train"] == 1 and counts["pearce_casey23_predict"] == 2
     assert counts["smith_geach19_train"] == counts["smith_geach19_fields"] == 1   # from the downloaded XDF
+    # the likelihood-ratio study: real GOODS-S against its embedded simulation without clumps, three PixelCNNs
+    assert counts["zanisi21_twin"] == 1 and counts["zanisi21_train"] == 3 and counts["zanisi21_score"] == 3
     assert not (tmp_path / "data").exists(), "a dry run must not create data"
 
 
@@ -251,3 +253,37 @@ def test_ci_deep_field_study_end_to_end(ci_run: Path):
     for name in ("fig1_training_evolution", "fig2_generated_vs_real", "fig3_thumbnails", "fig4_magnitudes"):
         for ext in ("png", "pdf"):
             assert (ci_run / f"results/figures/smith_geach19/{name}.{ext}").stat().st_size > 5_000
+
+
+@pytest.mark.slow
+def test_ci_likelihood_ratio_study_end_to_end(ci_run: Path):
+    config = load_config(CI)
+    study = config["zanisi21"]
+    base = ci_run / "results/zanisi21"
+    metrics = json.loads((base / "metrics.json").read_text())
+    from workflow_scripts.imaging.stamps import read_cutouts
+    from workflow_scripts.metrics import validate_metrics
+    validate_metrics(metrics, "results/zanisi21/metrics.json")
+    entries = {e["id"]: e for e in metrics["entries"]}
+    assert {"bits_per_dim_real", "bits_per_dim_archetype", "llr_auc_smooth_vs_real", "likelihood_auc_smooth_vs_real",
+            "background_llr_fraction"} <= set(entries)
+    assert 0 < entries["bits_per_dim_real"]["ours"] < study["model"]["bits"] + 2
+    assert 0 <= entries["background_llr_fraction"]["ours"] <= 1
+    # the twin is the same galaxies: paired by id, cut at the same positions, without clumps
+    real = read_cutouts(base / "stamps_real_test.fits")
+    twin = read_cutouts(base / "stamps_other.fits")
+    assert real.table["id"].tolist() == twin.table["id"].tolist()
+    assert np.allclose(real.table["x"], twin.table["x"])
+    assert (twin.table["truth_clump_frac"] == 0).all() and (real.table["truth_clump_frac"] > 0).any()
+    arche = read_cutouts(base / "stamps_archetype_train.fits")
+    summary = json.loads((base / "archetypes.json").read_text())
+    assert arche.n == summary["train"]["archetypes"] == summary["train"]["galaxies"] - summary["train"]["fit_failed"]
+    scores = __import__("pandas").read_parquet(base / "scores_real_test.parquet")
+    assert len(scores) == real.n and np.isfinite(scores[["logp_real", "logp_archetype", "llr"]].to_numpy()).all()
+    assert np.allclose(scores["llr"], scores["logp_real"] - scores["logp_archetype"], rtol=1e-4, atol=1e-2)
+    with fits.open(base / "scores_real_test.fits") as hdul:
+        side = study["stamp_size"] * study["zoom"]
+        assert hdul["LOGP_REAL"].data.shape == (real.n, side, side) and hdul["SOURCE"].data.any()
+    for name in ("fig1_likelihood_examples", "fig2_pixel_maps", "fig3_distributions", "fig4_matched_bins"):
+        for ext in ("png", "pdf"):
+            assert (ci_run / f"results/figures/zanisi21/{name}.{ext}").stat().st_size > 5_000

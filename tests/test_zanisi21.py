@@ -1,0 +1,213 @@
+"""The likelihood-ratio study's stamps, scaling, perturbation, masks, ratios, AUCs, matched bins, twin and config."""
+
+from __future__ import annotations
+
+import copy
+
+import galsim
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from workflow_scripts.config import validate_config
+from workflow_scripts.errors import ConfigError
+from workflow_scripts.models.pixelcnn import quantize
+from workflow_scripts.studies.zanisi21.analysis import (background_share, bootstrap_mean_difference, llr_maps,
+                                                        matched_bins, ood_auc, source_masks, stamp_noise)
+from workflow_scripts.studies.zanisi21.metrics import clump_correlation
+from workflow_scripts.studies.zanisi21.model import bits_per_dim, training_data
+from workflow_scripts.studies.zanisi21.stamps import (StampError, StampScaling, dividing_declination, perturb,
+                                                      select_galaxies, split_regions, zoom)
+from workflow_scripts.studies.zanisi21.twin import twin_survey
+
+from tests.conftest import REPO
+
+
+def _config() -> dict:
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    if "zanisi21" not in cfg["studies"]:
+        cfg["studies"].append("zanisi21")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------- stamps, scaling
+def test_zoom_is_a_block_mean_that_conserves_the_mean_and_refuses_bad_factors():
+    rng = np.random.default_rng(0)
+    cube = rng.normal(size=(3, 1, 8, 8)).astype(np.float32)
+    z = zoom(cube, 0.5)
+    assert z.shape == (3, 1, 4, 4)
+    assert z[1, 0, 2, 3] == pytest.approx(cube[1, 0, 4:6, 6:8].mean(), rel=1e-6)
+    assert z.mean() == pytest.approx(cube.mean(), abs=1e-6)
+    assert zoom(cube, 1.0) is not None and np.array_equal(zoom(cube, 1.0), cube)
+    with pytest.raises(StampError, match="1/k"):
+        zoom(cube, 0.4)
+    with pytest.raises(StampError, match="multiple"):
+        zoom(cube[..., :7, :7], 0.5)
+
+
+def test_scaling_maps_into_the_quantised_grid_and_inverts_within_a_level():
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:32, :32]
+    gal = 50.0 * np.exp(-((xx - 15.5) ** 2 + (yy - 15.5) ** 2) / 18.0)
+    cube = (gal[None, None] + rng.normal(scale=0.5, size=(20, 1, 32, 32))).astype(np.float32)
+    s = StampScaling.fit(cube, zoom_by=0.5, bits=8)
+    y = s.to_model(cube)
+    assert y.shape == (20, 1, 16, 16) and y.min() >= -1 and y.max() <= 1
+    assert torch.equal(quantize(torch.from_numpy(y), 8), torch.from_numpy(y))   # on the grid already
+    back = s.to_physical(y)
+    z = zoom(cube, 0.5)
+    # rounding to the grid moves y by at most half a level (1/255): x moves by at most dx/dy there
+    dxdy = s.asinh.softening * s.asinh.scale * np.cosh(s.asinh.scale * (np.abs(y) + 1.0 / 255))
+    assert np.all(np.abs(back - z) <= dxdy / 255 * 1.001)
+    again = StampScaling.from_dict(s.to_dict())
+    assert np.array_equal(again.to_model(cube), y)
+
+
+def test_perturbation_replaces_the_configured_fraction_with_grid_levels():
+    rng = np.random.default_rng(2)
+    x = quantize(torch.rand(50, 1, 16, 16) * 2 - 1, 8).numpy()
+    p = perturb(x, 0.2, 8, np.random.default_rng(3))
+    changed = (p != x).mean()
+    assert 0.2 * (1 - 1 / 256) - 0.02 < changed < 0.2 + 0.02
+    assert torch.equal(quantize(torch.from_numpy(p), 8), torch.from_numpy(p))
+    assert np.array_equal(perturb(x, 0.2, 8, np.random.default_rng(3)), p)   # seeded: repeatable
+    assert np.array_equal(perturb(x, 0.0, 8, rng), x)
+    with pytest.raises(StampError, match="mu"):
+        perturb(x, 1.5, 8, rng)
+
+
+def test_training_data_augments_and_perturbs_only_the_background_model():
+    rng = np.random.default_rng(4)
+    cube = rng.normal(size=(6, 1, 16, 16)).astype(np.float32) + 5.0
+    s = StampScaling.fit(cube, zoom_by=1.0, bits=8)
+    real = training_data("real", cube, s, copies=4, mu=0.2, seed=0)
+    bg = training_data("perturbed", cube, s, copies=4, mu=0.2, seed=0)
+    assert real.shape == bg.shape == (24, 1, 16, 16)
+    assert np.array_equal(real[6:12], np.rot90(real[:6], 1, axes=(-2, -1)))
+    assert 0.1 < (real != bg).mean() < 0.3
+    with pytest.raises(StampError, match="unknown model"):
+        training_data("other", cube, s, copies=1, mu=0.2, seed=0)
+
+
+def test_selection_keeps_galaxies_in_the_magnitude_range_and_names_the_file():
+    cat = pd.DataFrame({"id": [1, 2, 3, 4], "ra": [0.0] * 4, "dec": [0.0] * 4, "mag_F814W": [21.0, 24.9, 25.1, np.nan],
+                        "star": [False, False, False, False]})
+    cat.loc[0, "star"] = True
+    out = select_galaxies(cat, "F814W", 25.0, source="cat.parquet")
+    assert out["id"].tolist() == [2]
+    with pytest.raises(StampError, match="cat.parquet.*lacks columns mag_F160W"):
+        select_galaxies(cat, "F160W", 25.0, source="cat.parquet")
+    with pytest.raises(StampError, match="cat.parquet: no galaxy"):
+        select_galaxies(cat, "F814W", 20.0, source="cat.parquet")
+
+
+def test_split_holds_out_the_north_with_a_gap():
+    dec = np.linspace(-1.0, 1.0, 1001)
+    t = pd.DataFrame({"dec": dec})
+    d0 = dividing_declination(dec, 0.3)
+    train, test = split_regions(t, d0, gap_arcsec=36.0)
+    assert test.mean() == pytest.approx(0.3 - 0.005 / 2 * 1000 / 1001, abs=0.01)
+    assert dec[train].max() < dec[test].min() - 0.0099
+    assert not (train & test).any()
+
+
+# ------------------------------------------------------------------------------------------ analysis
+def test_source_masks_cover_a_galsim_galaxy_and_leave_the_sky():
+    rng = np.random.default_rng(5)
+    gal = galsim.Convolve(galsim.Exponential(half_light_radius=0.25, flux=400.0), galsim.Gaussian(fwhm=0.1))
+    img = gal.drawImage(nx=32, ny=32, scale=0.06).array
+    sigma = 0.5
+    cube = img[None] + rng.normal(scale=sigma, size=(8, 32, 32))
+    noise = stamp_noise(cube)      # MAD of a 448-pixel ring: ~8 % scatter per stamp
+    assert noise.mean() == pytest.approx(sigma, rel=0.08) and np.all(np.abs(noise / sigma - 1) < 0.25)
+    m = source_masks(cube, nsigma=2.0, minarea=5, grow=1)   # the config's
+    assert m[:, 14:18, 14:18].all()                       # the centre is source
+    bright = img > 3 * sigma
+    assert m[:, bright].mean() > 0.99                     # every pixel above 3 sigma of the noiseless galaxy
+    assert m[:, img < 0.01 * sigma].mean() < 0.1          # pure sky is mostly background (noise peaks + growth)
+    # the noise of a pure-noise stamp makes few, small false 'sources'
+    empty = source_masks(rng.normal(size=(8, 32, 32)), nsigma=2.0, minarea=5, grow=1)
+    assert empty.mean() < 0.1
+
+
+def test_background_share_and_llr_maps():
+    a = np.zeros((2, 4, 4))
+    b = np.zeros((2, 4, 4))
+    a[0, 0, 0], a[0, 1, 1], a[1] = 3.0, -1.0, 1.0
+    llr = llr_maps(a, b)
+    bg = np.zeros((2, 4, 4), bool)
+    bg[:, 1, 1] = True
+    share = background_share(llr, bg)
+    assert share[0] == pytest.approx(0.25) and share[1] == pytest.approx(1 / 16)
+    with pytest.raises(ValueError):
+        llr_maps(a, b[:1])
+
+
+def test_ood_auc_orientation_and_chance():
+    rng = np.random.default_rng(6)
+    inside, out = rng.normal(0, 1, 2000), rng.normal(2, 1, 2000)
+    # the AUC of two unit Gaussians 2 sigma apart is Phi(2 / sqrt 2) = 0.921
+    assert ood_auc(inside, out) == pytest.approx(0.921, abs=0.015)
+    assert ood_auc(out, inside) == pytest.approx(0.079, abs=0.015)
+    assert ood_auc(inside, rng.normal(0, 1, 2000)) == pytest.approx(0.5, abs=0.03)
+
+
+def test_bootstrap_error_and_matched_bins_recover_known_differences():
+    rng = np.random.default_rng(7)
+    n = 400
+    ref = pd.DataFrame({"llr": rng.normal(10, 5, n), "mag": rng.uniform(20, 24, n)})
+    oth = pd.DataFrame({"llr": rng.normal(0, 5, n), "mag": rng.uniform(20, 24, n)})
+    ref.loc[ref["mag"] > 22, "llr"] -= 10     # no difference in the faint bin
+    d, err = bootstrap_mean_difference(ref["llr"].to_numpy(), oth["llr"].to_numpy(), 200, rng)
+    assert err == pytest.approx(5 * np.sqrt(2 / n), rel=0.25)
+    t = matched_bins(ref, oth, "llr", {"mag": [20, 22, 24]}, n_boot=100, seed=0)
+    assert list(t["n_reference"]) == [int((ref["mag"] < 22).sum()), int((ref["mag"] >= 22).sum())]
+    assert t["difference"].iloc[0] == pytest.approx(10, abs=4 * t["error"].iloc[0])
+    assert t["difference"].iloc[1] == pytest.approx(0, abs=4 * t["error"].iloc[1])
+    empty = matched_bins(ref, oth, "llr", {"mag": [30, 31]}, n_boot=10, seed=0)
+    assert np.isnan(empty["difference"].iloc[0])
+
+
+def test_clump_correlation_is_paired_by_id():
+    rng = np.random.default_rng(8)
+    frac = rng.uniform(0, 0.3, 200)
+    real = pd.DataFrame({"id": np.arange(200), "llr": 100 * frac + rng.normal(0, 2, 200), "truth_clump_frac": frac})
+    twin = pd.DataFrame({"id": np.arange(200)[::-1], "llr": rng.normal(0, 2, 200)})
+    c = clump_correlation(real, twin)
+    assert c["n"] == 200 and c["rho"] > 0.9
+    assert clump_correlation(real.drop(columns="truth_clump_frac"), twin)["rho"] is None
+
+
+def test_bits_per_dim_of_per_pixel_log_likelihoods():
+    lp = np.full((3, 4, 4), -np.log(2.0) * 2.5)
+    assert bits_per_dim(lp) == pytest.approx(np.full(3, 2.5))
+
+
+# ---------------------------------------------------------------------------------------- twin, config
+def test_twin_survey_keeps_the_band_and_mag_band_and_switches_clumps_off():
+    cfg = _config()
+    spec = cfg["surveys"]["goodss"]
+    tw = twin_survey("goodss", spec, ["F814W"])
+    assert tw.band_names == [b for b in spec["bands"] if b in ("F814W", spec["embedded"]["mag_band"])]
+    assert tw.embedded["clumps"] is None and tw.source == "embedded" and tw.name == "goodss"
+    with pytest.raises(ConfigError, match="no band F999W"):
+        twin_survey("goodss", spec, ["F999W"])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda z, c: z.update(band="F999W"), "zanisi21.band"),
+    (lambda z, c: z.update(zoom=0.3), "zoom"),
+    (lambda z, c: z.update(sample={"mag_min": 25.0, "mag_max": 24.0}), "mag_min"),
+    (lambda z, c: z.update(comparison={"kind": "survey"}), "comparison.survey"),
+    (lambda z, c: c["surveys"]["goodss"].update(source="download") or c["surveys"]["goodss"].pop("embedded"),
+     "no embedded block"),
+    (lambda z, c: z["comparison_bins"].update(mag=[24.0, 23.0]), "increasing"),
+])
+def test_config_checks_name_the_key(change, message):
+    cfg = copy.deepcopy(_config())
+    validate_config(cfg)
+    change(cfg["zanisi21"], cfg)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)

@@ -1,0 +1,1 @@
+../_repo_path.py

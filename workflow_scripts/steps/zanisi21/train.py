@@ -1,0 +1,63 @@
+"""Rule `zanisi21_train`: one PixelCNN (``wildcards.model``: real, archetype or perturbed) through the shared loop.
+
+A thin adapter over :mod:`workflow_scripts.train.launch` (as `hemmati22_train`): preemption writes a checkpoint and
+exits with PREEMPTED_EXIT_CODE so the rule's retries resume; several GPUs or ``params.processes`` > 1 relaunch it
+under torchrun (``python -m workflow_scripts.steps.zanisi21.train --spec spec.json``).
+"""
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+try:  # rule scripts: put the repository on sys.path (Snakemake adds this folder to sys.path)
+    import _repo_path  # noqa: F401
+except ImportError:
+    pass
+
+from workflow_scripts.imaging.stamps import read_cutouts
+from workflow_scripts.steps._common import run
+from workflow_scripts.studies.zanisi21.model import train_pixelcnn, training_data
+from workflow_scripts.studies.zanisi21.stamps import StampScaling
+from workflow_scripts.train import distributed, launch
+from workflow_scripts.train.loop import TrainResult
+
+WORKER_MODULE = "workflow_scripts.steps.zanisi21.train"
+
+
+def job_spec(snakemake: Any) -> dict[str, Any]:
+    return {"name": f"zanisi21 {snakemake.wildcards.model}", "kind": snakemake.wildcards.model,
+            "study": dict(snakemake.params.study), "seed": snakemake.params.seed,
+            "out_dir": snakemake.params.out_dir, "stamps": snakemake.input.stamps,
+            "scaling": snakemake.input.scaling, "device": snakemake.params.device,
+            "threads": max(1, min(snakemake.threads, os.cpu_count() or 1)),
+            "log": snakemake.log[0] if len(snakemake.log) else None}
+
+
+def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = True) -> TrainResult:
+    study = spec["study"]
+    scaling = StampScaling.from_dict(json.loads(open(spec["scaling"]).read()))
+    cs = read_cutouts(spec["stamps"])
+    data = training_data(spec["kind"], cs.cube, scaling, copies=study["augment"], mu=study["perturbation_mu"],
+                         seed=spec["seed"])
+    result = train_pixelcnn(study["model"], data, bits=scaling.bits, seed=spec["seed"], device=spec["device"],
+                            out_dir=spec["out_dir"], progress=is_main)
+    log.info("PixelCNN %s: epochs %d, %s, resumed=%s", spec["kind"], result.epochs_done, result.throughput(),
+             result.resumed)
+    return result
+
+
+def main(snakemake: Any, log: logging.Logger) -> None:
+    spec = job_spec(snakemake)
+    nproc = distributed.processes_for(snakemake.resources.get("gpu", 0) or 0, snakemake.params.processes)
+    status = launch.run_job(train_model, spec, nproc, WORKER_MODULE, log)
+    if status:
+        sys.exit(status)
+
+
+if "snakemake" in globals():
+    run(main, snakemake)  # noqa: F821
+elif __name__ == "__main__":
+    sys.exit(launch.worker_main(train_model, logger="genastro.zanisi21_train"))

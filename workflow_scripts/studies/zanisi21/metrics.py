@@ -1,0 +1,119 @@
+"""Headline metrics of the likelihood-ratio study and the matched-bin comparison table.
+
+The comparison set is scored against the held-out real galaxies: AUCs of flagging it as out-of-distribution by the
+LLR (archetype and Ren+19 denominators) and by the raw likelihood; the share of |LLR| in background pixels; the
+bits/dim of each model on held-out data of its own kind; the mean LLR difference in matched bins. With the embedded
+twin the galaxies of both sets are the same objects, so the per-galaxy LLR difference is paired and its rank
+correlation with the true clump flux (``truth_clump_frac``) says whether the LLR measures what was removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from workflow_scripts.metrics import entry
+from workflow_scripts.studies.zanisi21.analysis import bootstrap_mean_difference, matched_bins, ood_auc
+from workflow_scripts.studies.zanisi21.paper import (GOALS, PAPER_BACKGROUND_LLR, PIXELCNNPP_CIFAR10_BPD,
+                                                     REN19_AUROC_LIKELIHOOD, REN19_AUROC_RATIO)
+
+#: columns of the matched bins: config name -> column of the scored tables
+BIN_COLUMNS = {"mag": "mag", "rhalf_arcsec": "sersic_rhalf_arcsec", "sersic_n": "sersic_n"}
+
+
+def _finite(v: float) -> bool:
+    return v is not None and bool(np.isfinite(v))
+
+
+def with_morphology(scores: pd.DataFrame, morphology: pd.DataFrame, band: str) -> pd.DataFrame:
+    """The scored table with the fitted morphology (by stamp ``id`` and ``field``) and ``mag`` = ``mag_{band}``."""
+    keys = [k for k in ("id", "field") if k in scores.columns and k in morphology.columns]
+    extra = [c for c in morphology.columns if c not in scores.columns or c in keys]
+    out = scores.merge(morphology[extra], on=keys, how="left")
+    out["mag"] = out[f"mag_{band}"]
+    return out
+
+
+def clump_correlation(real: pd.DataFrame, other: pd.DataFrame) -> dict[str, Any]:
+    """Paired (same ``id``) LLR difference real - twin vs the true clump flux fraction: Spearman rho, p, n."""
+    if "truth_clump_frac" not in real.columns:
+        return {"rho": None, "p": None, "n": 0}
+    m = real[["id", "llr", "truth_clump_frac"]].merge(other[["id", "llr"]], on="id", suffixes=("", "_other"))
+    m = m[np.isfinite(m["llr"]) & np.isfinite(m["llr_other"])]
+    if len(m) < 3:
+        return {"rho": None, "p": None, "n": int(len(m))}
+    rho, p = spearmanr(m["llr"] - m["llr_other"], m["truth_clump_frac"])
+    return {"rho": float(rho), "p": float(p), "n": int(len(m)),
+            "mean_paired_difference": float((m["llr"] - m["llr_other"]).mean())}
+
+
+def compute_metrics(tables: Mapping[str, pd.DataFrame], study: Mapping[str, Any], stamps: Mapping[str, Any],
+                    archetypes: Mapping[str, Any], *, seed: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    """``tables``: scored sets ``real_test``, ``other`` (with morphology) and ``archetype_test``."""
+    real, other, arch = tables["real_test"], tables["other"], tables["archetype_test"]
+    auc_llr = ood_auc(-real["llr"], -other["llr"])
+    auc_llr_p = ood_auc(-real["llr_perturbed"], -other["llr_perturbed"])
+    auc_lik = ood_auc(-real["logp_real"], -other["logp_real"])
+    bg = float(np.nanmean(real["bg_share_llr"]))
+    bg_p = float(np.nanmean(real["bg_share_llr_perturbed"]))
+    bg_logp = float(np.nanmean(real["bg_share_logp"]))
+    bg_pix = float(np.nanmean(real["bg_pixel_fraction"]))
+    bpd_real = float(real["bpd_real"].mean())
+    bpd_arch = float(arch["bpd_archetype"].mean())
+    rng = np.random.default_rng([int(seed), 21])
+    diff, err = bootstrap_mean_difference(real["llr"].to_numpy(float), other["llr"].to_numpy(float),
+                                          int(study["bootstrap"]), rng)
+    bins = {BIN_COLUMNS[k]: v for k, v in study["comparison_bins"].items()}
+    table = matched_bins(real, other, "llr", bins, n_boot=int(study["bootstrap"]), seed=seed)
+    table["property"] = table["property"].map({v: k for k, v in BIN_COLUMNS.items()})
+    clumps = clump_correlation(real, other)
+    n_fit = sum(a["galaxies"] for a in archetypes.values())
+    n_fail = sum(a["fit_failed"] for a in archetypes.values())
+    kind = study["comparison"]["kind"]
+    what_other = "the clump-free twin" if kind == "twin" else f"survey {study['comparison'].get('survey')}"
+    g_auc, g_bg = GOALS["llr_auc_min"], GOALS["background_fraction_max"]
+    entries = [
+        entry("bits_per_dim_real", "real PixelCNN on held-out real stamps", f"CIFAR-10: {PIXELCNNPP_CIFAR10_BPD}",
+              bpd_real, "bits/dim", None, None),
+        entry("bits_per_dim_archetype", "archetype PixelCNN on held-out archetypes", None, bpd_arch, "bits/dim",
+              None, None),
+        entry("llr_auc_smooth_vs_real", f"AUC of flagging {what_other} by -LLR (archetype denominator) vs held-out "
+              "real galaxies", f"Ren+19: {REN19_AUROC_RATIO}", auc_llr, "", f">= {g_auc}",
+              bool(auc_llr >= g_auc) if _finite(auc_llr) else None),
+        entry("llr_perturbed_auc_smooth_vs_real", f"the same with Ren+19's perturbation background model "
+              f"(mu {study.get('perturbation_mu', '?')})", f"Ren+19: {REN19_AUROC_RATIO}", auc_llr_p, "", None, None),
+        entry("likelihood_auc_smooth_vs_real", f"AUC of flagging {what_other} by -log p (real model): the baseline",
+              f"Ren+19: {REN19_AUROC_LIKELIHOOD}", auc_lik, "", "below the LLR's",
+              bool(auc_lik < auc_llr) if _finite(auc_lik) and _finite(auc_llr) else None),
+        entry("background_llr_fraction", "share of |LLR| in background pixels, mean over held-out real stamps",
+              PAPER_BACKGROUND_LLR, bg, "fraction", f"<= {g_bg}", bool(bg <= g_bg) if _finite(bg) else None),
+        entry("background_logp_fraction", f"the same for |log p| of the real model (background: {bg_pix:.0%} of "
+              "the pixels)", None, bg_logp, "fraction", None, None),
+        entry("mean_llr_difference", f"mean LLR, held-out real - {what_other}, bootstrap error {err:.2g}", None, diff,
+              "nats", "> 0", bool(diff > 0) if _finite(diff) else None),
+        entry("sersic_fit_failures", f"statmorph Sersic fits failed (of {n_fit} training and held-out galaxies)",
+              None, n_fail / n_fit if n_fit else None, "fraction", None, None),
+    ]
+    if clumps["rho"] is not None:
+        entries.append(entry("llr_clump_rank_correlation", f"Spearman rho of the paired LLR difference (real - twin) "
+                             f"and the true clump flux fraction ({clumps['n']} galaxies, p {clumps['p']:.2g})", None,
+                             clumps["rho"], "", "> 0", bool(clumps["rho"] > 0)))
+    detail = {"aucs": {"llr": auc_llr, "llr_perturbed": auc_llr_p, "likelihood": auc_lik},
+              "background": {"llr": bg, "llr_perturbed": bg_p, "logp": bg_logp, "pixels": bg_pix},
+              "bits_per_dim": {"real_on_real": bpd_real, "archetype_on_archetype": bpd_arch,
+                               "archetype_on_real": float(real["bpd_archetype"].mean()),
+                               "real_on_archetype": float(arch["bpd_real"].mean()),
+                               "real_on_other": float(other["bpd_real"].mean())},
+              "mean_llr": {k: float(t["llr"].mean()) for k, t in tables.items()},
+              "mean_logp_real": {k: float(t["logp_real"].mean()) for k, t in tables.items()},
+              "llr_difference": {"mean": diff, "error": err}, "clumps": clumps,
+              "counts": {k: int(len(t)) for k, t in tables.items()}, "stamps": dict(stamps.get("counts", {})),
+              "archetypes": dict(archetypes)}
+    return {"study": "zanisi21", "entries": entries, **detail}, table
+
+
+__all__ = ["BIN_COLUMNS", "clump_correlation", "compute_metrics", "with_morphology"]

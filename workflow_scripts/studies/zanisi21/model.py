@@ -1,0 +1,92 @@
+"""The study's PixelCNNs, trained through the shared loop, and their per-pixel scores.
+
+Three density models of the same architecture and budget (``model`` config block), each on its own data:
+
+* ``real``: the real training stamps (log p(x) = global properties + fine detail + background);
+* ``archetype``: the smooth single-Sersic archetypes of the same galaxies in real blank sky (global + background);
+* ``perturbed``: Ren et al. 2019's background model, the real stamps with each pixel replaced at random with
+  probability ``mu`` by a uniform level (no archetypes needed).
+
+Each is a :class:`~workflow_scripts.models.pixelcnn.PixelCNN` trained with
+:class:`~workflow_scripts.train.LikelihoodObjective` (``log_prob=model.params_log_prob``: nats per image of the
+quantised pixels; losses.csv reports bits/dim) on ``augment`` dihedral copies of the stamps (the paper: random
+rotations). Adam with a constant learning rate (the authors': 3e-6 with a cosine decay over 1e6 steps).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from workflow_scripts.models.pixelcnn import PixelCNN
+from workflow_scripts.studies.zanisi21.stamps import StampError, StampScaling, augment_dihedral, perturb
+from workflow_scripts.train.inference import load_model, resolve_device
+from workflow_scripts.train.loop import TrainConfig, TrainResult, train
+from workflow_scripts.train.objectives.likelihood import LikelihoodObjective
+
+log = logging.getLogger(__name__)
+
+#: the density models of the study, in the order figures and tables list them
+MODEL_KINDS = ("real", "archetype", "perturbed")
+#: independent random stream (with the config seed) of the perturbation of the background model's inputs
+PERTURB_STREAM = 7
+
+
+def build_pixelcnn(model: Mapping[str, Any], bits: int) -> PixelCNN:
+    return PixelCNN(channels=1, filters=model["filters"], n_resnet=model["n_resnet"], n_mix=model["n_mix"],
+                    dropout=model["dropout"], bits=bits)
+
+
+def train_config(model: Mapping[str, Any], seed: int, device: str) -> TrainConfig:
+    return TrainConfig(epochs=model["epochs"], batch_size=model["batch_size"], lr=model["lr"],
+                       betas=(model["beta1"], model["beta2"]), seed=seed, device=device)
+
+
+def training_data(kind: str, cube: np.ndarray, scaling: StampScaling, *, copies: int, mu: float,
+                  seed: int) -> np.ndarray:
+    """Model-space training images of one model: the scaled stamps, ``copies`` dihedral copies, and for the
+    ``perturbed`` model each copy perturbed independently (a fixed draw: the loop's resume stays bit-exact)."""
+    if kind not in MODEL_KINDS:
+        raise StampError(f"unknown model kind {kind!r} (one of {', '.join(MODEL_KINDS)})")
+    x = augment_dihedral(scaling.to_model(cube), copies)
+    if kind == "perturbed":
+        x = perturb(x, mu, scaling.bits, np.random.default_rng([int(seed), PERTURB_STREAM]))
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def train_pixelcnn(model: Mapping[str, Any], data: np.ndarray, *, bits: int, seed: int, device: str,
+                   out_dir: str | Path, progress: bool = True) -> TrainResult:
+    """Train one PixelCNN on model-space images ``(N, 1, H, W)``; writes ``out_dir/model.pt`` and losses."""
+    net = build_pixelcnn(model, bits)
+    objective = LikelihoodObjective(net, log_prob=net.params_log_prob)
+    log.info("PixelCNN: %d training images %s, filters %d, %d resnet blocks, %d logistics, %d bits, device %s",
+             len(data), tuple(data.shape[1:]), model["filters"], model["n_resnet"], model["n_mix"], bits, device)
+    return train(objective, torch.from_numpy(data), train_config(model, seed, device), out_dir, progress=progress)
+
+
+@torch.no_grad()
+def score_pixels(model_path: str | Path, x: np.ndarray, *, device: str = "auto",
+                 batch_size: int = 256) -> np.ndarray:
+    """Per-pixel log-likelihoods in nats ``(N, H, W)`` of model-space images ``(N, 1, H, W)`` (eval mode)."""
+    net = load_model(model_path, device)
+    dev = resolve_device(device)
+    out = []
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    for i in range(0, len(t), batch_size):
+        out.append(net.log_prob_pixels(t[i:i + batch_size].to(dev)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0,) + tuple(x.shape[-2:]), np.float32)
+
+
+def bits_per_dim(logp_pixels: np.ndarray) -> np.ndarray:
+    """Per-image bits/dim of per-pixel log-likelihoods ``(N, H, W)``."""
+    n = logp_pixels.shape[-1] * logp_pixels.shape[-2]
+    return -logp_pixels.reshape(len(logp_pixels), -1).sum(1) / (np.log(2.0) * n)
+
+
+__all__ = ["MODEL_KINDS", "bits_per_dim", "build_pixelcnn", "score_pixels", "train_config", "train_pixelcnn",
+           "training_data"]
