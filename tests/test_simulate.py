@@ -21,8 +21,8 @@ from workflow_scripts.errors import ConfigError
 from workflow_scripts.data.simulate import (PSF_OVERSAMPLING, field_seed, measured_fwhm, simulate_field,
                                             truth_psf_path, write_simulated_field)
 from workflow_scripts.data.simulate.field import STAMP_HLR_FACTOR
-from workflow_scripts.data.simulate.population import (COUNTS_AT_REF, COUNTS_REF_MAG, bulge_disk_parts, draw_magnitudes,
-                                                       surface_density)
+from workflow_scripts.data.simulate.population import (COUNTS_AT_REF, COUNTS_REF_MAG, ClumpConfig, bulge_disk_parts,
+                                                       draw_knots, draw_magnitudes, surface_density)
 from workflow_scripts.data.simulate.psf import PSF_MOFFAT_BETA, PSF_TRUNC_FWHM
 from workflow_scripts.data.simulate.rare import MERGER_CLUMP_FRACTION, MERGER_SEPARATION_ARCSEC, MERGER_TAIL_FRACTION
 from workflow_scripts.data.simulate.seds import ColourGrid, TEMPLATES
@@ -487,6 +487,36 @@ def test_truth_clump_frac_follows_the_configured_range(clumpy_pair, ceers):
     share = mer.truth_clump_frac / (1.0 - mer.truth_bulge_frac)
     assert len(mer) and (share > 0).all() and (share <= chi + 1e-12).all()
     assert (share >= clo * (1 - MERGER_TAIL_FRACTION[1]) * (1 - MERGER_CLUMP_FRACTION[1]) - 1e-12).all()
+
+
+def test_clump_share_makes_that_share_of_galaxies_clumpy_and_leaves_their_knots_as_they_were():
+    every = ClumpConfig(fraction=(0.1, 0.4), n_knots=(5, 20))
+    some = ClumpConfig(fraction=(0.1, 0.4), n_knots=(5, 20), share=0.3)
+    n = 4000
+    full = draw_knots(np.random.default_rng(5), n, every)
+    part = draw_knots(np.random.default_rng(5), n, some)
+    clumpy = part.disk_frac > 0
+    # binomial: within 4 sigma of the share
+    assert abs(clumpy.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / n)
+    # the clumpy galaxies keep exactly the knots they have with share 1; the others have none
+    assert np.array_equal(part.disk_frac[clumpy], full.disk_frac[clumpy])
+    assert (part.disk_frac[~clumpy] == 0).all()
+    assert np.array_equal(part.n_knots, full.n_knots) and np.array_equal(part.seed, full.seed)
+    # merger bodies ignore the share; share 1 uses the stream exactly as a block without the key
+    forced = draw_knots(np.random.default_rng(5), n, some, all_clumpy=True)
+    assert np.array_equal(forced.disk_frac, full.disk_frac)
+    assert ClumpConfig.from_embedded({"clumps": {"fraction": [0.1, 0.4], "n_knots": [5, 20]}}) == every
+    with pytest.raises(ConfigError, match="clumps.share"):
+        ClumpConfig.from_embedded({"clumps": {"fraction": [0.1, 0.4], "n_knots": [5, 20], "share": 1.5}})
+
+
+def test_clump_share_zero_leaves_normal_galaxies_smooth_and_mergers_clumpy():
+    survey = small_survey("ceers", npix=256, n_stars=3, n_ero=2, n_merger=2, mag_limit=26.0,
+                          clumps={"fraction": [0.05, 0.3], "n_knots": [5, 20], "share": 0.0})
+    cat = simulate_field(survey, "nircam1", seed=8, progress=False).catalog
+    assert (cat.loc[cat.label != "merger", "truth_clump_frac"] == 0).all()
+    bodies = cat[(cat.label == "merger") & (cat.truth_bulge_frac < 0.99)]
+    assert len(bodies) and (bodies.truth_clump_frac > 0).all()
 
 
 def test_band_subset_gives_bit_identical_band_images():

@@ -144,8 +144,16 @@ def test_ci_deblending_study_end_to_end(ci_run: Path):
     assert set(ours) == {"hi", "lo", "hi7", "lo7", *[m for m, s in study["models"].items() if s["kind"] == "srgan"]}
     # resolution matters: HST-like images separate far more blends than HSC-like ones (Hemmati+22: 80 vs 10 %)
     assert ours["hi"]["detection_fraction"] > ours["lo"]["detection_fraction"] + 0.3
-    # single galaxies are not split into two (paper: ~1 % false positives)
-    assert ours["hi"]["false_positive_rate"] < 0.05
+    # single smooth galaxies are not split into two (paper: ~1 % false positives); a galaxy with star-forming clumps
+    # (surveys.goodss.embedded.clumps) may be: its clumps are real peaks (the share is reported in the README)
+    import pandas as pd
+    from workflow_scripts.studies.hemmati22.blends import read_blends
+    iso = read_blends(ci_run / "results/hemmati22/isolated_hi.fits").truth
+    catalog = pd.read_parquet(ci_run / "data/ci/goodss/goodss/catalog.parquet")
+    clumpy = iso.merge(catalog[["id", "truth_clump_frac"]], on="id", how="left")["truth_clump_frac"].to_numpy() > 0
+    fp = pd.read_parquet(ci_run / "results/hemmati22/detections_isolated.parquet")["false_positive_hi"].to_numpy()
+    assert (~clumpy).sum() >= 20 and fp[~clumpy].mean() < 0.05
+    assert ours["hi"]["false_positive_rate"] == pytest.approx(fp.mean())
     for name in ("fig2_dcgan_samples", "fig3_superresolution", "fig4_blends_peaks", "fig5_detection_fraction",
                  "fig6_som", "fig8_multiband_peaks", "fig9_one_vs_seven_bands"):
         for ext in ("png", "pdf"):

@@ -16,7 +16,7 @@ from workflow_scripts.errors import ConfigError
 from workflow_scripts.models.pixelcnn import quantize
 from workflow_scripts.studies.zanisi21.analysis import (background_share, bootstrap_mean_difference, llr_maps,
                                                         matched_bins, ood_auc, source_masks, stamp_noise)
-from workflow_scripts.studies.zanisi21.metrics import clump_correlation
+from workflow_scripts.studies.zanisi21.metrics import clump_correlation, clumpy_auc
 from workflow_scripts.studies.zanisi21.model import bits_per_dim, training_data
 from workflow_scripts.studies.zanisi21.stamps import (StampError, StampScaling, dividing_declination, perturb,
                                                       select_galaxies, split_regions, zoom)
@@ -178,6 +178,20 @@ def test_clump_correlation_is_paired_by_id():
     c = clump_correlation(real, twin)
     assert c["n"] == 200 and c["rho"] > 0.9
     assert clump_correlation(real.drop(columns="truth_clump_frac"), twin)["rho"] is None
+
+
+def test_clumpy_auc_scores_only_the_galaxies_with_clumps_against_their_twins():
+    rng = np.random.default_rng(9)
+    n = 300
+    frac = np.where(rng.uniform(size=n) < 0.3, rng.uniform(0.05, 0.3, n), 0.0)
+    llr = rng.normal(0, 1, n)
+    real = pd.DataFrame({"id": np.arange(n), "llr": llr + 20 * frac, "truth_clump_frac": frac})
+    twin = pd.DataFrame({"id": np.arange(n), "llr": llr})          # without clumps: the same as the smooth ones
+    c = clumpy_auc(real, twin)
+    assert c["n"] == int((frac > 0).sum()) and c["auc"] > 0.9
+    from workflow_scripts.studies.zanisi21.analysis import ood_auc
+    assert ood_auc(-real["llr"], -twin["llr"]) < c["auc"] - 0.2   # diluted by the identical pairs
+    assert clumpy_auc(real.drop(columns="truth_clump_frac"), twin)["auc"] is None
 
 
 def test_bits_per_dim_of_per_pixel_log_likelihoods():

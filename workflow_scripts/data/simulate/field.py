@@ -42,8 +42,9 @@ flux in star-forming knots, the same in every band: 0 for stars, EROs, bulge-onl
 ``embedded.clumps`` is off), ``label`` (normal | star | ero | merger) and ``pair_id`` (merger pair number, -1
 otherwise).
 
-Clumps (``embedded.clumps: {fraction: [lo, hi], n_knots: [lo, hi]}``, absent or null = none): normal galaxies
-and the bodies of merging pairs move a share f ~ U(fraction) of their disk light into n ~ U{n_knots} knots
+Clumps (``embedded.clumps: {fraction: [lo, hi], n_knots: [lo, hi], share: s}``, absent or null = none): a share
+s of the normal galaxies (default 1) and every body of a merging pair (interactions trigger clumpy star
+formation) move a share f ~ U(fraction) of their disk light into n ~ U{n_knots} knots
 (:func:`~.population.bulge_disk_parts`), achromatic like the rest of the profile.
 """
 
@@ -280,7 +281,7 @@ def build_objects(survey: Survey, rng: np.random.Generator,
     n_merger = int(emb.get("n_merger", 0))
     if n_merger:
         mer = draw_mergers(rng, cosmo, n_merger, float(emb["mag_limit"]), STAMP_HLR_FACTOR,
-                           knots=draw_knots(clump_rng, 2 * n_merger, clumps))
+                           knots=draw_knots(clump_rng, 2 * n_merger, clumps, all_clumpy=True))
         half_sep = np.hypot(mer.dx, mer.dy).max() / scale
         mx, my = _uniform_positions(rng, n_merger, npix, margin=half_sep + 1.0)
         g = mer.gal

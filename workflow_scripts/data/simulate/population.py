@@ -13,8 +13,8 @@ Scaling relations (all constants below carry their source):
   (1+z)^-1.48 for spheroids (van der Wel+2014), with 0.2 dex log-normal scatter;
 * colours interpolate between CWW templates (:mod:`.seds`), redder for bulge-dominated galaxies.
 
-Star-forming clumps (optional, the survey's ``embedded.clumps`` block, :class:`ClumpConfig`): a fraction f of
-each disk's light (f uniform in ``fraction``) is moved from the smooth exponential into n point-like knots (n
+Star-forming clumps (optional, the survey's ``embedded.clumps`` block, :class:`ClumpConfig`): in a share of
+the galaxies (``share``, drawn per galaxy), a fraction f of each disk's light (f uniform in ``fraction``) is moved from the smooth exponential into n point-like knots (n
 integer uniform in ``n_knots``) placed by :class:`galsim.RandomKnots` along the same exponential (same half-light
 radius), sheared with the galaxy's q and beta like the disk; the total flux is unchanged (:func:`bulge_disk_parts`
 returns the smooth part and the knot table, which the renderer draws as point sources). The knots are achromatic
@@ -242,6 +242,7 @@ class ClumpConfig:
 
     fraction: tuple[float, float]     # of the disk flux, uniform
     n_knots: tuple[int, int]          # integer uniform, both ends included
+    share: float = 1.0                # of the normal galaxies that are clumpy (merger bodies always are)
 
     @classmethod
     def from_embedded(cls, emb: Mapping[str, Any], where: str = "embedded") -> "ClumpConfig | None":
@@ -257,7 +258,10 @@ class ClumpConfig:
         if not 1 <= nlo <= nhi:
             raise ConfigError(f"{where}.clumps.n_knots must be [low, high] with 1 <= low <= high, "
                               f"got {list(spec['n_knots'])}")
-        return cls(fraction=(lo, hi), n_knots=(nlo, nhi))
+        share = float(spec.get("share", 1.0))
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"{where}.clumps.share must be within [0, 1], got {spec['share']}")
+        return cls(fraction=(lo, hi), n_knots=(nlo, nhi), share=share)
 
 
 @dataclass
@@ -280,10 +284,13 @@ def no_knots(n: int) -> KnotDraw:
     return KnotDraw(disk_frac=np.zeros(n), n_knots=np.zeros(n, dtype=np.int64), seed=np.zeros(n, dtype=np.int64))
 
 
-def draw_knots(rng: np.random.Generator | None, n: int, spec: ClumpConfig | None) -> KnotDraw:
+def draw_knots(rng: np.random.Generator | None, n: int, spec: ClumpConfig | None, *,
+               all_clumpy: bool = False) -> KnotDraw:
     """Clump parameters of ``n`` galaxies from the clump stream ``rng`` (nothing drawn when ``spec`` is None).
 
-    Drawn for every galaxy, whether it has a disk or not, so that the stream's use depends on ``n`` only.
+    Drawn for every galaxy, whether it has a disk or not, so that the stream's use depends on ``n`` only. With
+    ``spec.share`` below 1 (and not ``all_clumpy``) a galaxy is clumpy with that probability, drawn after the
+    other parameters (``share`` 1 uses the stream exactly as before it existed); the others get no knots.
     """
     if spec is None or n == 0:
         return no_knots(n)
@@ -292,6 +299,8 @@ def draw_knots(rng: np.random.Generator | None, n: int, spec: ClumpConfig | None
     frac = rng.uniform(*spec.fraction, size=n)
     n_knots = rng.integers(spec.n_knots[0], spec.n_knots[1] + 1, size=n)
     seed = rng.integers(1, 2**31 - 1, size=n)
+    if spec.share < 1.0 and not all_clumpy:
+        frac = np.where(rng.uniform(size=n) < spec.share, frac, 0.0)
     return KnotDraw(disk_frac=frac, n_knots=n_knots.astype(np.int64), seed=seed.astype(np.int64))
 
 
