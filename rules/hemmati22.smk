@@ -233,6 +233,7 @@ rule hemmati22_detect_as_coded:
         blends=f"{H22_DIR}/as_coded/detections_blends.parquet",
         isolated=f"{H22_DIR}/as_coded/detections_isolated.parquet",
         summary=f"{H22_DIR}/as_coded/detection.json",
+        peaks=f"{H22_DIR}/as_coded/peaks.parquet",
     params:
         study=config_slice("hemmati22", "band", "target", "as_coded"),
         target=H22_TARGET_PARAMS,
@@ -260,6 +261,7 @@ rule hemmati22_metrics:
         isolated=rules.hemmati22_detect.output.isolated,
         photometry=f"{H22_DIR}/photometry.json",
         as_coded=rules.hemmati22_detect_as_coded.output.summary,
+        as_coded_photometry=f"{H22_DIR}/as_coded/photometry.json",
     output:
         metrics=f"{H22_DIR}/metrics.json",
         binned=f"{H22_DIR}/detection_fraction.parquet",
@@ -479,6 +481,39 @@ rule hemmati22_photometry:
         "../envs/photometry.yaml"
     script:
         "../workflow_scripts/steps/hemmati22/photometry.py"
+
+
+rule hemmati22_photometry_as_coded:
+    """The authors' photometry statistic (median |dF/F|, low-res vs GAN positions) on their subset of blends."""
+    input:
+        blends_hi=rules.hemmati22_samples.output.blends_hi,
+        blends_lo=rules.hemmati22_lowres_as_coded.output.blends_lo,
+        detections=rules.hemmati22_detect_as_coded.output.blends,
+        peaks=rules.hemmati22_detect_as_coded.output.peaks,
+    output:
+        f"{H22_DIR}/as_coded/photometry.json",
+    params:
+        photometry=PHOT,
+        study=config_slice("hemmati22", "survey", "band", "target", "gan_models"),
+        survey=H22_SURVEY_PARAMS,
+        target=H22_TARGET_PARAMS,
+        device=config["device"],
+        seed=config["seed"],
+        code=code_version("steps/hemmati22/photometry_as_coded.py"),
+        lineage=H22_LINEAGE,
+    log:
+        f"{LOGS}/hemmati22/photometry_as_coded.log",
+    benchmark:
+        f"{BENCH}/hemmati22/photometry_as_coded.tsv"
+    threads: PHOT_RES["threads"]
+    resources:
+        gpu=PHOT_RES["gpu"],
+        mem_mb=PHOT_RES["mem_mb"],
+        runtime=PHOT_RES["runtime"],
+    conda:
+        "../envs/photometry.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22/photometry_as_coded.py"
 
 
 rule hemmati22_photometry_summary:

@@ -13,7 +13,8 @@ from workflow_scripts.data.psf import measure_fwhm
 from workflow_scripts.errors import StudyError
 from workflow_scripts.imaging import degrade as D
 from workflow_scripts.studies.hemmati22.as_coded import (authors_stretch, classify_as_coded, degrade_as_coded, detect_as_coded,
-                                                         lowres_geometry, peaks_as_coded, summarise_as_coded)
+                                                         lowres_geometry, peaks_as_coded, photometry_as_coded,
+                                                         photometry_subset, summarise_as_coded)
 from workflow_scripts.surveys import get_survey
 
 HIRES, LOWRES, N_HI = 0.06, 0.18, 64
@@ -134,16 +135,41 @@ def test_detect_and_summarise_as_coded_combine_the_authors_false_positives(hsc):
     lo_one = D.rebin_flux(one, 3, 21)
     settings = {"thresholds": {"hi": 1.0, "lo": 3.0, "gan": 0.2}, "match_px": {"hi": 5.0, "lo": 10.0}}
     # blends: hi sees two in every stamp; lo sees one; the GAN splits two stamps of the four
-    blends = detect_as_coded({"hi": (np.stack([two] * 4), "hi", delta), "lo": (np.stack([lo_one] * 4), "lo", delta),
-                              "gan": (np.stack([two, two, one, one]), "gan", delta)},
-                             b_truth, kind="blend", settings=settings, lo_geometry=geo)
+    blends, peaks = detect_as_coded({"hi": (np.stack([two] * 4), "hi", delta),
+                                     "lo": (np.stack([lo_one] * 4), "lo", delta),
+                                     "gan": (np.stack([two, two, one, one]), "gan", delta)},
+                                    b_truth, kind="blend", settings=settings, lo_geometry=geo)
+    assert set(peaks["method"]) == {"hi", "lo", "gan"} and (peaks["sample"] == "blends").all()
+    assert peaks.loc[peaks["method"] == "lo", "x"].max() < 21          # low-res peaks stay on their grid
     blends["n_peaks_hi"] = [1, 1, 2, 2]   # the authors count a GAN split only where hi and lo saw one peak
-    isolated = detect_as_coded({"hi": (np.stack([one] * 4), "hi", delta), "lo": (np.stack([lo_one] * 4), "lo", delta),
-                                "gan": (np.stack([one, one, one, two]), "gan", delta)},
-                               i_truth, kind="isolated", settings=settings, lo_geometry=geo)
+    isolated, _ = detect_as_coded({"hi": (np.stack([one] * 4), "hi", delta),
+                                   "lo": (np.stack([lo_one] * 4), "lo", delta),
+                                   "gan": (np.stack([one, one, one, two]), "gan", delta)},
+                                  i_truth, kind="isolated", settings=settings, lo_geometry=geo, sample="isolated")
     s = summarise_as_coded(blends, isolated)
     assert s["by_method"]["gan"]["detection_fraction"] == 0.5
     assert s["by_method"]["lo"]["detection_fraction"] == 0.0
     assert s["by_method"]["gan"]["blends_split_by_gan"] == 2
     assert s["by_method"]["gan"]["false_positive_rate"] == pytest.approx((1 + 2) / 8)
     assert s["by_method"]["hi"]["false_positive_rate"] == 0.0
+
+
+def test_photometry_as_coded_is_the_ratio_of_median_relative_flux_errors_on_the_authors_subset():
+    blends = pd.DataFrame({"n_peaks_hi": [2, 2, 2, 1, 2], "n_peaks_lo": [1, 1, 1, 1, 2], "n_peaks_g": [2, 2, 2, 2, 2]})
+    subset = photometry_subset(blends, "g")
+    assert subset.tolist() == [True, True, True, False, False]
+    truth = np.full(5, 100.0)
+
+    def dom(measured, ok):
+        return pd.DataFrame({"input_flux": truth, "measured_flux": measured, "measured": ok})
+
+    lo = dom(np.array([150.0, 60.0, 140.0, 1.0, 1.0]), np.array([True, True, True, True, True]))
+    gan = dom(np.array([105.0, 96.0, 500.0, 100.0, 100.0]), np.array([True, True, False, True, True]))
+    out = photometry_as_coded({"lo_at_lo": lo, "lo_at_gan": gan}, subset)
+    # blends 0 and 1: in the subset and measured in both runs; lo |dF/F| 0.5, 0.4; GAN 0.05, 0.04
+    assert out["n_subset"] == 3 and out["n_measured"] == 2
+    assert out["median_abs_dflux_lo_at_lo"] == pytest.approx(0.45)
+    assert out["median_abs_dflux_lo_at_gan"] == pytest.approx(0.045)
+    assert out["improvement_factor"] == pytest.approx(10.0)
+    none = photometry_as_coded({"lo_at_lo": lo, "lo_at_gan": gan}, np.zeros(5, bool))
+    assert none["improvement_factor"] is None and none["n_measured"] == 0

@@ -9,6 +9,8 @@ try:  # rule scripts: put the repository on sys.path (Snakemake adds this folder
 except ImportError:
     pass
 
+import pandas as pd
+
 from workflow_scripts.data.psf import read_psf
 from workflow_scripts.imaging.scaling import AsinhScaling
 from workflow_scripts.imaging.stamps import read_cutouts
@@ -31,7 +33,7 @@ def main(snakemake: Any, log: Any) -> None:
         scalings[m] = {k: AsinhScaling.from_dict(spec[k]) for k in ("hi", "lo")}
     psf_hi = read_psf(inp.psf).psf
     psf_lo = lowres_psf(target, study["target"]["band"], study["target"]["profile"])
-    tables = {}
+    tables, peaks = {}, []
     for sample, kind, hi_path, lo_path, gan_paths in (
             ("blends", "blend", inp.blends_hi, inp.blends_lo, inp.gan_blends),
             ("isolated", "isolated", inp.isolated_hi, inp.isolated_lo, inp.gan_isolated)):
@@ -39,10 +41,13 @@ def main(snakemake: Any, log: Any) -> None:
         i = hi.bands.index(study["band"])
         gans = {m: read_cutouts(p).cube for m, p in zip(models, gan_paths)}
         images = method_images_as_coded(hi.cube[:, [i]], read_cutouts(lo_path).cube, gans, scalings, psf_hi, psf_lo)
-        tables[sample] = detect_as_coded(images, hi.truth, kind=kind, settings=study["as_coded"],
-                                         lo_geometry=lowres_geometry(hi.cube.shape[-1], target, hi.pixel_scale))
+        tables[sample], rows = detect_as_coded(images, hi.truth, kind=kind, settings=study["as_coded"],
+                                               lo_geometry=lowres_geometry(hi.cube.shape[-1], target,
+                                                                           hi.pixel_scale), sample=sample)
+        peaks.append(rows)
     summary = summarise_as_coded(tables["blends"], tables["isolated"])
-    for path, frame in ((out.blends, tables["blends"]), (out.isolated, tables["isolated"])):
+    for path, frame in ((out.blends, tables["blends"]), (out.isolated, tables["isolated"]),
+                        (out.peaks, pd.concat(peaks, ignore_index=True))):
         with atomic_path(path) as tmp:
             frame.to_parquet(tmp)
     with atomic_path(out.summary) as tmp:

@@ -7,12 +7,13 @@ degraded correctly); they differ in what :mod:`..detect` and this module do with
   0.18"/px grid (both PSFs sampled there) but convolve it on the 0.06"/px image before rebinning, so in angle the
   kernel is ``factor`` (3) times too narrow and the low-res blends they searched have an effective PSF of ~0.25-0.3",
   not 0.6"; they add white noise of ``noise_sigma`` (0.05 e/s) per low-res pixel, ~1.5 mag shallower than HSC i.
-* **Peaks** (:func:`peaks_as_coded`): hi-res and low-res stamps go through the authors' display stretch
+* **Peaks** (:func:`peaks_as_coded`): hi-res stamps go through the authors' display stretch
   (:func:`authors_stretch`: asinh of the flux, shifted to its minimum and scaled to 0-255 per stamp, cast to 8
-  bits), GAN images are the generator's tanh output; each is convolved with the PSF and the 3 x 3 local maxima
-  above a threshold relative to the stamp's mean m are kept: hi-res ``conv(x - m) > t_hi m`` (t 1), low-res
-  ``conv(x) > t_lo m`` (t 3), GAN ``conv(x - m) > t_gan`` (0.2, tanh units). Every peak of the stamp counts (no
-  search region, no prominence test).
+  bits), low-res stamps stay in flux units, GAN images are the generator's tanh output; each is convolved with the
+  PSF and the 3 x 3 local maxima above a threshold relative to the stamp's mean m are kept: hi-res
+  ``conv(x - m) > t_hi m`` (t 1), low-res ``conv(x) > t_lo m`` (t 3), GAN ``conv(x - m) > t_gan`` (0.2, tanh
+  units). Peaks in the first two rows or columns are dropped (their ``1 < x``); every other peak of the stamp
+  counts (no search region, no prominence test).
 * **Matching** (:func:`classify_as_coded`): a true centre is matched by a peak within 5 hi-res px (hi-res, GAN);
   low-res peaks are taken to the hi-res grid (the authors multiply by 3; we use the exact rebinning geometry) and
   matched within 10 hi-res px (0.6"). A blend is *detected* when the stamp has exactly two peaks and both galaxies
@@ -119,6 +120,7 @@ def peaks_as_coded(scaled: np.ndarray, psf: np.ndarray, rule: str, value: float)
     for img, t in zip(conv, thresh):
         rc = peak_local_max(img, min_distance=1, threshold_abs=float(t), exclude_border=False)
         rc = rc[img[rc[:, 0], rc[:, 1]] > t] if len(rc) else rc
+        rc = rc[(rc[:, 0] > 1) & (rc[:, 1] > 1)] if len(rc) else rc   # the authors kept 1 < x, 1 < y
         out.append(rc[:, ::-1].astype(np.float64))
     return out
 
@@ -142,14 +144,19 @@ def classify_as_coded(peaks: Sequence[np.ndarray], truth: pd.DataFrame, *, kind:
 
 
 def detect_as_coded(images: Mapping[str, tuple[np.ndarray, str, np.ndarray]], truth: pd.DataFrame, *, kind: str,
-                    settings: Mapping[str, Any], lo_geometry: Any) -> pd.DataFrame:
+                    settings: Mapping[str, Any], lo_geometry: Any,
+                    sample: str = "blends") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Peaks and outcomes of every method on one sample: ``images`` maps a method to (scaled stamps (N, H, W), the
-    threshold key ``hi``/``lo``/``gan``, PSF). Columns ``n_peaks_{m}``, ``n_matched_{m}`` and ``detected_{m}``
-    (blends) or ``false_positive_{m}`` (isolated)."""
+    threshold key ``hi``/``lo``/``gan``, PSF). Returns the table (columns ``n_peaks_{m}``, ``n_matched_{m}`` and
+    ``detected_{m}`` for blends or ``false_positive_{m}`` for isolated galaxies) and every peak (sample, method,
+    index, x, y; each on the grid of its own images, as :mod:`..detect` writes them)."""
     table = pd.DataFrame(index=range(len(truth)))
     thresholds, match = settings["thresholds"], settings["match_px"]
+    rows = []
     for method, (stamps, key, psf) in images.items():
         peaks = peaks_as_coded(stamps, psf, THRESHOLD_RULES[key], float(thresholds[key]))
+        rows += [pd.DataFrame({"sample": sample, "method": method, "index": i, "x": p[:, 0], "y": p[:, 1]})
+                 for i, p in enumerate(peaks) if len(p)]
         lo = key == "lo"
         res = classify_as_coded(peaks, truth, kind=kind, radius_hires_px=float(match["lo" if lo else "hi"]),
                                 to_hires=lo_geometry.to_high if lo else None)
@@ -158,7 +165,9 @@ def detect_as_coded(images: Mapping[str, tuple[np.ndarray, str, np.ndarray]], tr
         log.info("as coded, %s %s: %s", kind, method,
                  f"{res['detected'].mean():.1%} detected" if kind == "blend"
                  else f"{res['false_positive'].mean():.1%} with > 1 peak")
-    return table
+    cols = {"sample": pd.Series(dtype=object), "method": pd.Series(dtype=object), "index": pd.Series(dtype=np.int64),
+            "x": pd.Series(dtype=float), "y": pd.Series(dtype=float)}
+    return table, (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(cols))
 
 
 def lowres_geometry(n_hires: int, target: Survey, hires_scale: float) -> Any:
@@ -170,9 +179,10 @@ def lowres_geometry(n_hires: int, target: Survey, hires_scale: float) -> Any:
 def method_images_as_coded(hi: np.ndarray, lo: np.ndarray, gans: Mapping[str, np.ndarray],
                            scalings: Mapping[str, Mapping[str, AsinhScaling]], psf_hi: np.ndarray,
                            psf_lo: np.ndarray) -> dict[str, tuple[np.ndarray, str, np.ndarray]]:
-    """The images the authors' detector searched: hi-res and low-res stamps through their display stretch
-    (:func:`authors_stretch`), each GAN's output in its tanh space (its own asinh scaling). Cubes (N, 1, H, W)."""
-    images = {"hi": (authors_stretch(hi[:, 0]), "hi", psf_hi), "lo": (authors_stretch(lo[:, 0]), "lo", psf_lo)}
+    """The images the authors' detector searched: hi-res stamps through their display stretch
+    (:func:`authors_stretch`), low-res stamps in flux units, each GAN's output in its tanh space (its own asinh
+    scaling). Cubes (N, 1, H, W)."""
+    images = {"hi": (authors_stretch(hi[:, 0]), "hi", psf_hi), "lo": (np.asarray(lo[:, 0], np.float64), "lo", psf_lo)}
     for model, cube in gans.items():
         images[model] = (scalings[model]["hi"].forward(cube)[:, 0], "gan", psf_hi)
     return images
@@ -201,5 +211,29 @@ def summarise_as_coded(blends: pd.DataFrame, isolated: pd.DataFrame) -> dict[str
     return out
 
 
-__all__ = ["KERNEL_SIZE_LOWRES", "THRESHOLD_RULES", "authors_stretch", "classify_as_coded", "degrade_as_coded", "detect_as_coded",
+# -------------------------------------------------------------------------------------------- photometry
+def photometry_subset(blends: pd.DataFrame, gan: str) -> np.ndarray:
+    """The blends the authors' photometry used: exactly two peaks in hi-res, one in low-res, two in the GAN image."""
+    return ((blends["n_peaks_hi"].to_numpy() == 2) & (blends["n_peaks_lo"].to_numpy() == 1)
+            & (blends[f"n_peaks_{gan}"].to_numpy() == 2))
+
+
+def photometry_as_coded(dominants: Mapping[str, pd.DataFrame], subset: np.ndarray) -> dict[str, Any]:
+    """The authors' photometry statistic on their subset: median |dF/F| of the dominant source fitted on the
+    low-res image at the single low-res peak (``lo_at_lo``) and at the two GAN peaks (``lo_at_gan``), over the
+    blends of ``subset`` measured in both runs, and its ratio (their ">10x"). ``dominants``:
+    :func:`..photometry.dominant_source` per run."""
+    lo, gan = dominants["lo_at_lo"], dominants["lo_at_gan"]
+    both = subset & lo["measured"].to_numpy() & gan["measured"].to_numpy()
+    out: dict[str, Any] = {"n_blends": int(len(subset)), "n_subset": int(subset.sum()), "n_measured": int(both.sum()),
+                           "statistic": "median |F_measured - F_input| / F_input of the dominant source"}
+    for run, dom in dominants.items():
+        rel = (dom["measured_flux"].to_numpy() - dom["input_flux"].to_numpy()) / dom["input_flux"].to_numpy()
+        out[f"median_abs_dflux_{run}"] = float(np.median(np.abs(rel[both]))) if both.any() else None
+    a, b = out["median_abs_dflux_lo_at_lo"], out["median_abs_dflux_lo_at_gan"]
+    out["improvement_factor"] = float(a / b) if a is not None and b else None
+    return out
+
+
+__all__ = ["photometry_as_coded", "photometry_subset", "KERNEL_SIZE_LOWRES", "THRESHOLD_RULES", "authors_stretch", "classify_as_coded", "degrade_as_coded", "detect_as_coded",
            "kernel_as_coded", "lowres_geometry", "method_images_as_coded", "peaks_as_coded", "summarise_as_coded"]
