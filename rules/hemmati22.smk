@@ -11,6 +11,8 @@ H22_SURVEY = SURVEYS[H22["survey"]]
 H22_FIELD = H22["field"]
 H22_SRGANS = [m for m, spec in H22["models"].items() if spec["kind"] == "srgan"]
 H22_DCGAN = next(m for m, spec in H22["models"].items() if spec["kind"] == "dcgan")
+# one-band SR-GANs: the GAN images of the "as coded" protocol (the authors' detector ran on one band)
+H22_SRGANS_ONE = [m for m in H22_SRGANS if H22["models"][m]["bands"] == "one"]
 H22_PSFS = [psf_file(H22_SURVEY.name, H22_FIELD, b) for b in H22_SURVEY.bands]
 H22_RES = H22["resources"]
 H22_SURVEY_PARAMS = survey_params(H22["survey"])
@@ -187,12 +189,79 @@ rule hemmati22_detect:
         "../workflow_scripts/steps/hemmati22/detect.py"
 
 
+rule hemmati22_lowres_as_coded:
+    """Low-res blends and isolated galaxies as the authors' code made them (protocol "as coded")."""
+    input:
+        blends_hi=rules.hemmati22_samples.output.blends_hi,
+        isolated_hi=rules.hemmati22_samples.output.isolated_hi,
+        psf=psf_file(H22_SURVEY.name, H22_FIELD, H22["band"]),
+    output:
+        blends_lo=f"{H22_DIR}/as_coded/blends_lo.fits",
+        isolated_lo=f"{H22_DIR}/as_coded/isolated_lo.fits",
+    params:
+        study=config_slice("hemmati22", "band", "target", "as_coded"),
+        target=H22_TARGET_PARAMS,
+        seed=config["seed"],
+        code=code_version("steps/hemmati22/lowres_as_coded.py"),
+        lineage=H22_LINEAGE,
+    log:
+        f"{LOGS}/hemmati22/lowres_as_coded.log",
+    benchmark:
+        f"{BENCH}/hemmati22/lowres_as_coded.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000 + (H22["n_blends"] + H22["n_isolated"]) * len(H22_SURVEY.bands) * 64 * 64 * 4 * 2 // 2**20,
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22/lowres_as_coded.py"
+
+
+rule hemmati22_detect_as_coded:
+    """The authors' detector, matching and false-positive definition on hi, as-coded low and one-band GAN images."""
+    input:
+        blends_hi=rules.hemmati22_samples.output.blends_hi,
+        isolated_hi=rules.hemmati22_samples.output.isolated_hi,
+        blends_lo=rules.hemmati22_lowres_as_coded.output.blends_lo,
+        isolated_lo=rules.hemmati22_lowres_as_coded.output.isolated_lo,
+        psf=psf_file(H22_SURVEY.name, H22_FIELD, H22["band"]),
+        gan_blends=[f"{H22_DIR}/gan/{m}_blends.fits" for m in H22_SRGANS_ONE],
+        gan_isolated=[f"{H22_DIR}/gan/{m}_isolated.fits" for m in H22_SRGANS_ONE],
+        scalings=[f"{H22_DIR}/models/{m}/scaling.json" for m in H22_SRGANS_ONE],
+    output:
+        blends=f"{H22_DIR}/as_coded/detections_blends.parquet",
+        isolated=f"{H22_DIR}/as_coded/detections_isolated.parquet",
+        summary=f"{H22_DIR}/as_coded/detection.json",
+        peaks=f"{H22_DIR}/as_coded/peaks.parquet",
+    params:
+        study=config_slice("hemmati22", "band", "target", "as_coded"),
+        target=H22_TARGET_PARAMS,
+        models=H22_SRGANS_ONE,
+        code=code_version("steps/hemmati22/detect_as_coded.py"),
+        lineage=H22_LINEAGE,
+    log:
+        f"{LOGS}/hemmati22/detect_as_coded.log",
+    benchmark:
+        f"{BENCH}/hemmati22/detect_as_coded.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000 + (H22["n_blends"] + H22["n_isolated"]) * len(H22_SURVEY.bands) * 64 * 64 * 4 * 2 // 2**20,
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22/detect_as_coded.py"
+
+
 rule hemmati22_metrics:
     """metrics.json: detection fractions, false positives, precision/recall, photometry beside the paper's values."""
     input:
         blends=rules.hemmati22_detect.output.blends,
         isolated=rules.hemmati22_detect.output.isolated,
         photometry=f"{H22_DIR}/photometry.json",
+        as_coded=rules.hemmati22_detect_as_coded.output.summary,
+        as_coded_photometry=f"{H22_DIR}/as_coded/photometry.json",
     output:
         metrics=f"{H22_DIR}/metrics.json",
         binned=f"{H22_DIR}/detection_fraction.parquet",
@@ -412,6 +481,39 @@ rule hemmati22_photometry:
         "../envs/photometry.yaml"
     script:
         "../workflow_scripts/steps/hemmati22/photometry.py"
+
+
+rule hemmati22_photometry_as_coded:
+    """The authors' photometry statistic (median |dF/F|, low-res vs GAN positions) on their subset of blends."""
+    input:
+        blends_hi=rules.hemmati22_samples.output.blends_hi,
+        blends_lo=rules.hemmati22_lowres_as_coded.output.blends_lo,
+        detections=rules.hemmati22_detect_as_coded.output.blends,
+        peaks=rules.hemmati22_detect_as_coded.output.peaks,
+    output:
+        f"{H22_DIR}/as_coded/photometry.json",
+    params:
+        photometry=PHOT,
+        study=config_slice("hemmati22", "survey", "band", "target", "gan_models"),
+        survey=H22_SURVEY_PARAMS,
+        target=H22_TARGET_PARAMS,
+        device=config["device"],
+        seed=config["seed"],
+        code=code_version("steps/hemmati22/photometry_as_coded.py"),
+        lineage=H22_LINEAGE,
+    log:
+        f"{LOGS}/hemmati22/photometry_as_coded.log",
+    benchmark:
+        f"{BENCH}/hemmati22/photometry_as_coded.tsv"
+    threads: PHOT_RES["threads"]
+    resources:
+        gpu=PHOT_RES["gpu"],
+        mem_mb=PHOT_RES["mem_mb"],
+        runtime=PHOT_RES["runtime"],
+    conda:
+        "../envs/photometry.yaml"
+    script:
+        "../workflow_scripts/steps/hemmati22/photometry_as_coded.py"
 
 
 rule hemmati22_photometry_summary:

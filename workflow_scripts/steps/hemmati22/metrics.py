@@ -21,7 +21,9 @@ def main(snakemake: Any, log: Any) -> None:
     blends = pd.read_parquet(snakemake.input.blends)
     isolated = pd.read_parquet(snakemake.input.isolated)
     photometry = json.loads(open(snakemake.input.photometry).read())
-    metrics = summarise(blends, isolated, snakemake.params.study["gan_models"], photometry)
+    as_coded = json.loads(open(snakemake.input.as_coded).read())
+    as_coded["photometry"] = json.loads(open(snakemake.input.as_coded_photometry).read())
+    metrics = summarise(blends, isolated, snakemake.params.study["gan_models"], photometry, as_coded)
     metrics["provenance"] = step_provenance(snakemake, "derived")
     validate_metrics(metrics, snakemake.output.metrics)
     with atomic_path(snakemake.output.metrics) as tmp:

@@ -50,9 +50,11 @@ def binned_fractions(blends: pd.DataFrame, parameters: Sequence[str] = FIG5_PARA
 
 
 def summarise(blends: pd.DataFrame, isolated: pd.DataFrame, gan_models: Mapping[str, str],
-              photometry: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """metrics.json: the headline entries (:func:`headline_entries`), then as detail our detection fractions,
-    false-positive rates and precision/recall by method beside the paper's, and photometry.json when given."""
+              photometry: Mapping[str, Any] | None = None,
+              as_coded: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """metrics.json: the headline entries (:func:`headline_entries`, then :func:`as_coded_entries` when the
+    protocol "as coded" ran), then as detail our detection fractions, false-positive rates and precision/recall by
+    method beside the paper's, photometry.json and the as-coded summary when given."""
     from workflow_scripts.detection import outcome_fractions, precision_recall
 
     ours: dict[str, Any] = {}
@@ -75,6 +77,8 @@ def summarise(blends: pd.DataFrame, isolated: pd.DataFrame, gan_models: Mapping[
         "ordering_hi_gan_lo": bool(frac["hi"] > frac[gan] > frac["lo"]),
     }
     entries = headline_entries(ours, gan_models, photometry)
+    if as_coded is not None:
+        entries += as_coded_entries(as_coded, gan_models)
     for e in entries:
         log.info("%s: ours %s, paper %s, goal %s: %s", e["id"], e["ours"], e["paper"], e["goal"], e["holds"])
     out = {"study": "hemmati22", "entries": entries,
@@ -82,6 +86,47 @@ def summarise(blends: pd.DataFrame, isolated: pd.DataFrame, gan_models: Mapping[
            "paper": PAPER, "ours": headline, "by_method": ours}
     if photometry is not None:
         out["photometry"] = dict(photometry)
+    if as_coded is not None:
+        out["as_coded"] = dict(as_coded)
+    return out
+
+
+#: goal of the as-coded low-res fraction (issue: the paper's ~10 % within 5 %)
+AS_CODED_LO_TOLERANCE = 0.05
+#: goal of the as-coded photometry improvement (the paper's "> 10x" on the authors' subset; we ask for half)
+AS_CODED_PHOTOMETRY_MIN = 5.0
+
+
+def as_coded_entries(as_coded: Mapping[str, Any], gan_models: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Headline entries of the protocol "as coded" (:mod:`.as_coded`): detection fractions of hi-res, low-res and
+    the headline GAN (when it is a one-band model), and the GAN's combined false-positive rate."""
+    by = as_coded["by_method"]
+    paper = PAPER["detection_fraction"]
+    gan = gan_models["gan"]
+    frac = {m: v["detection_fraction"] for m, v in by.items()}
+    found = "blends with exactly two matched peaks, authors' detector"
+    lo_ok = abs(frac["lo"] - paper["lo"]) <= AS_CODED_LO_TOLERANCE
+    out = [entry("detection_fraction_hi_as_coded", f"{found}, high-res images", paper["hi"], frac["hi"], "fraction",
+                 "> lo", frac["hi"] > frac["lo"]),
+           entry("detection_fraction_lo_as_coded", f"{found}, low-res images as the authors degraded them (~0.3\" "
+                 "effective PSF)", paper["lo"], frac["lo"], "fraction",
+                 f"{paper['lo']:.2f} +- {AS_CODED_LO_TOLERANCE:.2f}", lo_ok)]
+    if gan in by:
+        g = by[gan]
+        out += [entry("detection_fraction_gan_as_coded", f"{found}, GAN images ({gan})", paper["gan"],
+                      g["detection_fraction"], "fraction", "hi > gan > lo",
+                      frac["hi"] > g["detection_fraction"] > frac["lo"]),
+                entry("false_positive_rate_gan_as_coded", f"authors' definition: singles with > 1 peak plus blends "
+                      f"with 1 peak in hi and lo but > 1 in the GAN ({gan}), over all stamps",
+                      PAPER["false_positive_rate"], g["false_positive_rate"], "fraction",
+                      f"< {MAX_FALSE_POSITIVE_RATE}", g["false_positive_rate"] < MAX_FALSE_POSITIVE_RATE)]
+    phot = as_coded.get("photometry") or {}
+    if "improvement_factor" in phot:
+        imp = phot["improvement_factor"]
+        out.append(entry("photometry_improvement_as_coded", "median |dF/F| of the dominant source, low-res vs GAN "
+                         f"positions, on the authors' subset ({phot.get('n_measured', 0)} blends with 2 hi, 1 lo "
+                         "and 2 GAN peaks)", f"{PAPER_PHOTOMETRY['improvement_factor']}x", imp, "x",
+                         f">= {AS_CODED_PHOTOMETRY_MIN:g}", None if imp is None else imp >= AS_CODED_PHOTOMETRY_MIN))
     return out
 
 
