@@ -171,3 +171,25 @@ def test_metrics_entries_and_snapshot_schedule():
     assert e["counts_ratio"]["holds"] is True and e["seamless_max_abs_diff"]["holds"] is True
     assert snapshot_epochs(36, 10, 3) == [16, 26, 36]
     assert pd.Series(snapshot_epochs(12, 2, 3)).is_monotonic_increasing
+
+
+def test_extraction_does_not_depend_on_seps_pixel_buffer():
+    """An early generator's field put more pixels above the threshold than sep's 300,000-pixel buffer holds and
+    stopped a demo run; extract() sizes the buffer to the image. Here the buffer is first shrunk to 500 pixels,
+    fewer than the sources cover."""
+    import sep
+
+    n = 256
+    yy, xx = np.mgrid[:n, :n]
+    rng = np.random.default_rng(4)
+    img = rng.normal(0, 1e-3, (n, n))
+    for cx, cy in ((60, 60), (180, 90), (120, 200)):
+        img += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 8.0**2))
+    old = sep.get_extract_pixstack()
+    sep.set_extract_pixstack(500)
+    try:
+        cat = validation.extract({"F606W": img.astype(np.float32)}, {"F606W": 26.5}, 0.06, thresh_sigma=5.0,
+                                 minarea=5, what="generated realisation 1", allow_empty=True)
+    finally:
+        sep.set_extract_pixstack(max(old, sep.get_extract_pixstack()))
+    assert len(cat) == 3 and np.isfinite(cat["mag_F606W"]).all()

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: Kron aperture: k x the Kron radius (SExtractor PHOT_AUTOPARAMS 2.5, 3.5)
 KRON_FACTOR = 2.5
+#: sub-objects sep may deblend one detection into (its default 1024 overflows on a generated field's big blobs)
+SUB_OBJECT_LIMIT = 8192
 MIN_KRON_RADIUS = 3.5
 
 
@@ -43,7 +45,14 @@ def extract(images: Mapping[str, np.ndarray], zeropoints: Mapping[str, float], p
     det = np.mean([subs[b] for b in bands], axis=0).astype(np.float32)
     det_rms = np.sqrt(np.mean([rms[b] ** 2 for b in bands], axis=0)) / np.sqrt(len(bands))
     det = np.where(np.isfinite(det), det, 0.0).astype(np.float32)
-    objs = sep.extract(det, float(thresh_sigma), err=det_rms.astype(np.float32), minarea=int(minarea))
+    # a generated field may put most of its pixels above the threshold (an early generator's texture, with a
+    # background rms far below the data's): let sep hold the whole image instead of its 300,000-pixel default
+    sep.set_extract_pixstack(max(int(sep.get_extract_pixstack()), int(det.size)))
+    sep.set_sub_object_limit(max(int(sep.get_sub_object_limit()), SUB_OBJECT_LIMIT))
+    try:
+        objs = sep.extract(det, float(thresh_sigma), err=det_rms.astype(np.float32), minarea=int(minarea))
+    except Exception as exc:   # sep raises a bare Exception on its internal limits
+        raise DetectionError(f"{what}: source extraction failed ({exc})") from None
     if len(objs) == 0:
         msg = f"{what}: no source found at {thresh_sigma} sigma with {minarea} pixels"
         if not allow_empty:
