@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 KERNEL_SIZE_LOWRES = 17
 #: threshold rules of :func:`peaks_as_coded`: how the configured number relates a convolved pixel to the mean
 THRESHOLD_RULES = {"hi": "above_mean_times", "lo": "times_mean", "gan": "above_mean_by"}
-#: sample name -> kind of stamp
-SAMPLES = ("blends", "isolated")
 
 
 # -------------------------------------------------------------------------------------------- low-res images
