@@ -286,6 +286,25 @@ def test_blend_pulls_have_unit_width():
         assert pull.std() == pytest.approx(1.0, abs=0.1)
 
 
+def test_blends_with_an_unresolved_companion_are_converged_where_centres_and_fluxes_are_settled():
+    # an unresolved companion's ln T slides down a valley where chi^2 hardly changes: the whole Gauss-Newton
+    # decrement stayed above its bar in 16 of these 400 fits (4 %; 15 in float64: not a precision problem),
+    # although their fluxes were settled; the test on centres and fluxes leaves 3 (measured)
+    psf, size, n = moffat(), 21, 400
+    c = (size - 1) / 2
+    clean = draw(galaxy("exp", 1.5, 1000.0), psf, size) + draw(galaxy("exp", 0.05, 300.0, 0.0, 0.0), psf, size,
+                                                                offset=(4.0, -3.0))
+    rng = np.random.default_rng(3)
+    positions = [np.array([[c, c], [c + 4.0, c - 3.0]]) + rng.normal(0, 0.3, (2, 2)) for _ in range(n)]
+    images = noisy(clean, 1.0, n, seed=13)                                   # S/N ~ 50 and ~ 25
+    res = engine_for().fit(images, positions, 1.0)
+    per_stamp = res.groupby("stamp")["converged"].first()
+    assert (~per_stamp).sum() <= 6                                            # <= 1.5 %
+    assert (res.loc[res["object"] == 1, "T"] < 0.2 * psf_mixture("moffat", LOWRES_FWHM).T).mean() > 0.9
+    total = res[res["converged"]].groupby("stamp")["flux"].sum()
+    assert abs(np.median(total) / 1300.0 - 1) < 0.01                       # the light is all there
+
+
 # --------------------------------------------------------------------------------------- robustness
 def test_bad_stamps_give_flagged_rows_and_never_spoil_the_batch():
     psf, images, truth, fluxes = blend_images(0.2, 6, seed=7)
