@@ -5,10 +5,10 @@
     python benchmarks/bench_photometry.py --quick
     PYTHONPATH=/path/to/ngmix python benchmarks/bench_photometry.py   # ngmix from a source checkout
 
-Stamps as in the study: 21 x 21 low-res (HSC-like Moffat PSF, FWHM 3.33 px) and 64 x 64 hi-res (HST-like Moffat,
-FWHM 1.5 px, fitted on a 4x oversampled effective PSF); one exponential galaxy per stamp (isolated) or two
-(blend: fitted jointly), S/N ~ 50, GalSim renders plus Gaussian noise. Every engine fits the same stamps at the
-same positions with the same model (exp) and priors. Goal of the issue: >= 5x ngmix per object on CPU, >= 100x on
+Stamps as in the study: 21 x 21 low-res (HSC-like Moffat PSF, FWHM 3.33 px), 48 x 48 low-res with galaxies twice
+as large, and 64 x 64 hi-res (HST-like Moffat, FWHM 1.5 px, fitted on a 4x oversampled effective PSF); one galaxy
+per stamp (isolated) or two (blend: fitted jointly), exponential or de Vaucouleurs, S/N ~ 50, GalSim renders plus
+Gaussian noise. Every engine fits the same stamps at the same positions with the same model and priors. Goal of the issue: >= 5x ngmix per object on CPU, >= 100x on
 a GPU.
 """
 
@@ -27,6 +27,7 @@ import torch
 from workflow_scripts.photometry import FitSettings, get_engine, ngmix_available
 
 CASES = {21: dict(fwhm=0.6 / 0.18, r_e=1.5, oversampling=1, sep=(4.0, -2.5)),
+         48: dict(fwhm=0.6 / 0.18, r_e=3.0, oversampling=1, sep=(8.0, -5.0)),
          64: dict(fwhm=1.5, r_e=4.0, oversampling=4, sep=(9.0, -6.0))}
 
 
@@ -39,17 +40,19 @@ def psf_image(fwhm: float, oversampling: int) -> np.ndarray:
                                                              method="no_pixel").array * oversampling**2
 
 
-def stamps(size: int, n: int, n_obj: int, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray], float]:
+def stamps(size: int, n: int, n_obj: int, rng: np.random.Generator,
+           model: str = "exp") -> tuple[np.ndarray, list[np.ndarray], float]:
     case = CASES[size]
     psf = galsim.Moffat(beta=3.0, fwhm=case["fwhm"])
     c = (size - 1) / 2
     flux, sigma = 1000.0, 1000.0 / 50 / (2 * np.sqrt(np.pi) * case["r_e"] * 1.5)
-    img = galsim.Convolve(galsim.Exponential(half_light_radius=case["r_e"]).shear(g1=0.1, g2=-0.05).withFlux(flux),
+    profile = galsim.Exponential if model == "exp" else galsim.DeVaucouleurs
+    img = galsim.Convolve(profile(half_light_radius=case["r_e"]).shear(g1=0.1, g2=-0.05).withFlux(flux),
                           psf).drawImage(nx=size, ny=size, scale=1.0).array
     pos = [[c, c]]
     if n_obj == 2:
         dx, dy = case["sep"]
-        img = img + galsim.Convolve(galsim.Exponential(half_light_radius=case["r_e"] * 0.7).withFlux(0.5 * flux),
+        img = img + galsim.Convolve(profile(half_light_radius=case["r_e"] * 0.7).withFlux(0.5 * flux),
                                     psf).drawImage(nx=size, ny=size, scale=1.0, offset=(dx, dy)).array
         pos.append([c + dx, c + dy])
     images = img[None] + rng.normal(scale=sigma, size=(n, size, size))
@@ -72,38 +75,41 @@ def rate(engine, images, positions, sigma, repeat: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[21, 64], choices=sorted(CASES))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[21, 48, 64], choices=sorted(CASES))
+    parser.add_argument("--models", nargs="+", default=["exp", "dev"], choices=["exp", "dev"])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU threads of the mixture engine")
     parser.add_argument("--no-ngmix", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    n_mix = {21: 500, 64: 200} if args.quick else {21: 4000, 64: 1000}
-    n_ng = {21: 100, 64: 50} if args.quick else {21: 400, 64: 150}
+    n_mix = {21: 500, 48: 200, 64: 200} if args.quick else {21: 4000, 48: 1000, 64: 1000}
+    n_ng = {21: 100, 48: 50, 64: 50} if args.quick else {21: 400, 48: 150, 64: 150}
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
-    for size in args.sizes:
+    for size, model in [(size, model) for size in args.sizes for model in args.models]:
         case = CASES[size]
         pimg = psf_image(case["fwhm"], case["oversampling"])
         for n_obj in (1, 2):
-            label = f"{size}x{size} {'isolated' if n_obj == 1 else 'blend of 2'}"
-            images, positions, sigma = stamps(size, n_mix[size], n_obj, rng)
+            label = f"{size}x{size} {model} {'isolated' if n_obj == 1 else 'blend of 2'}"
+            images, positions, sigma = stamps(size, n_mix[size], n_obj, rng, model)
             ng_rate = None
+            first = len(rows)
             if ngmix_available() and not args.no_ngmix:
                 torch.set_num_threads(1)
-                eng = get_engine("ngmix", pimg, FitSettings(model="exp"), psf_oversampling=case["oversampling"])
+                eng = get_engine("ngmix", pimg, FitSettings(model=model), psf_oversampling=case["oversampling"])
                 k = n_ng[size]
                 ng_rate, conv = rate(eng, images[:k], positions[:k], sigma, 1)
                 rows.append((label, "ngmix", "cpu", 1, ng_rate, conv, 1.0))
             for device in devices:
-                for threads in ((1, 2) if device == "cpu" else (2,)):
+                for threads in (args.threads if device == "cpu" else (2,)):
                     torch.set_num_threads(threads)
-                    eng = get_engine("mixture", pimg, FitSettings(model="exp", device=device),
+                    eng = get_engine("mixture", pimg, FitSettings(model=model, device=device),
                                      psf_oversampling=case["oversampling"])
                     r, conv = rate(eng, images, positions, sigma, 2)
                     rows.append((label, "mixture", device, threads, r, conv, r / ng_rate if ng_rate else None))
-            for row in rows[-(len(devices) + 1 + (ng_rate is not None)):]:
+            for row in rows[first:]:
                 print_row(row)
     print()
-    print(f"{'stamps':22s} {'engine':8s} {'device':6s} {'threads':>7s} {'objects/s':>10s} {'converged':>9s} "
+    print(f"{'stamps':26s} {'engine':8s} {'device':6s} {'threads':>7s} {'objects/s':>10s} {'converged':>9s} "
           f"{'x ngmix':>8s}")
     for row in rows:
         print_row(row)
@@ -112,7 +118,7 @@ def main() -> None:
 def print_row(row: tuple) -> None:
     label, engine, device, threads, r, conv, ratio = row
     ratio_s = f"{ratio:8.1f}" if ratio is not None else f"{'-':>8s}"
-    print(f"{label:22s} {engine:8s} {device:6s} {threads:7d} {r:10.0f} {conv:9.1%} {ratio_s}", flush=True)
+    print(f"{label:26s} {engine:8s} {device:6s} {threads:7d} {r:10.0f} {conv:9.1%} {ratio_s}", flush=True)
 
 
 if __name__ == "__main__":

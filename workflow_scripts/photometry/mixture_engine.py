@@ -197,6 +197,15 @@ def prepare_inputs(images: Any, positions: Sequence[Any], noise_sigma: Any) -> _
 
 # ------------------------------------------------------------------------------------------------ engine
 @dataclass
+class _Components:
+    amp: torch.Tensor             # (C,) amplitudes
+    f: torch.Tensor               # (C,) galaxy variance scales
+    cxx: torch.Tensor             # (C,) PSF covariances
+    cxy: torch.Tensor
+    cyy: torch.Tensor
+
+
+@dataclass
 class _Chunk:
     idx: np.ndarray               # stamp indexes of the full input
     k: int                        # objects per stamp (padded)
@@ -230,20 +239,22 @@ class MixtureEngine:
         self.psf = psf
         self.device = resolve_device(self.settings.device)
         self.dtype = torch.float32 if self.settings.dtype == "float32" else torch.float64
-        prof = profile(self.settings.model)
-        # combined components c = (galaxy i, psf j): amplitude a_i b_j, galaxy scale f_i, PSF covariance C_j
-        amp = (prof.amp[:, None] * psf.amp[None, :]).ravel()
-        f = np.repeat(prof.var, psf.n)
-        cov = np.tile(psf.cov, (prof.n, 1, 1))
-        self._amp = torch.tensor(amp, dtype=self.dtype, device=self.device)
-        self._f = torch.tensor(f, dtype=self.dtype, device=self.device)
-        self._cxx = torch.tensor(cov[:, 0, 0], dtype=self.dtype, device=self.device)
-        self._cxy = torch.tensor(cov[:, 0, 1], dtype=self.dtype, device=self.device)
-        self._cyy = torch.tensor(cov[:, 1, 1], dtype=self.dtype, device=self.device)
-        self.n_components = int(amp.size)
+        self._comps = self._components(profile(self.settings.model))
+        # the start ranks sizes with one Gaussian per PSF component (a few times cheaper than the full profile)
+        self._start_comps = self._components(profile("gauss"))
+        amp = self._comps.amp
+        self.n_components = int(amp.numel())
         self.T_psf = float(psf.T)
         self.eta_sigma = 2.0 * math.atanh(self.settings.g_sigma)
         self.last_stats: dict[str, Any] = {}
+
+    def _components(self, prof: Any) -> _Components:
+        """Combined components c = (galaxy i, psf j): amplitude a_i b_j, galaxy scale f_i, PSF covariance C_j."""
+        psf = self.psf
+        amp = (prof.amp[:, None] * psf.amp[None, :]).ravel()
+        cov = np.tile(psf.cov, (prof.n, 1, 1))
+        t = lambda a: torch.tensor(a, dtype=self.dtype, device=self.device)  # noqa: E731
+        return _Components(t(amp), t(np.repeat(prof.var, psf.n)), t(cov[:, 0, 0]), t(cov[:, 0, 1]), t(cov[:, 1, 1]))
 
     # --------------------------------------------------------------------------------------- public API
     def fit(self, images: Any, positions: Sequence[Any], noise_sigma: Any) -> pd.DataFrame:
@@ -326,23 +337,26 @@ class MixtureEngine:
         return e1, e2, de11, de12, de22
 
     def _evaluate(self, theta: torch.Tensor, omask: torch.Tensor, px: torch.Tensor, py: torch.Tensor, *,
-                  jacobian: bool, per_object: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  jacobian: bool, per_object: bool = False, comps: _Components | None = None,
+                  spare_row: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Model (B, N) and, when asked, d model / d theta (B, K * 6, N) of parameters theta (B, K, 6) on the
         grid of pixel columns ``px`` (W,) and rows ``py`` (H,), N = H * W; ``per_object``: the unit-flux model of
-        each object instead (B, K, N), no Jacobian."""
+        each object instead (B, K, N), no Jacobian; ``spare_row``: the Jacobian gets one more row, left for the
+        caller to fill (the residual, so that one matrix product gives J J^T and J r)."""
         B, K, _ = theta.shape
         H, W = py.numel(), px.numel()
         x, y = theta[..., 0], theta[..., 1]
         T = torch.exp(theta[..., 4])
         flux = torch.where(omask, theta[..., 5], torch.zeros_like(theta[..., 5]))
         e1, e2, de11, de12, de22 = self._shape(theta)
-        half = (0.5 * T)[..., None] * self._f                       # (B, K, C): f_i T / 2
-        sxx = half * (1.0 + e1)[..., None] + self._cxx
-        syy = half * (1.0 - e1)[..., None] + self._cyy
-        sxy = half * e2[..., None] + self._cxy
+        cp = comps or self._comps
+        half = (0.5 * T)[..., None] * cp.f                          # (B, K, C): f_i T / 2
+        sxx = half * (1.0 + e1)[..., None] + cp.cxx
+        syy = half * (1.0 - e1)[..., None] + cp.cyy
+        sxy = half * e2[..., None] + cp.cxy
         det = sxx * syy - sxy * sxy
         p, q, r = syy / det, -sxy / det, sxx / det                 # inverse covariance
-        lognorm = torch.log(self._amp / (2.0 * math.pi)) - 0.5 * torch.log(det)
+        lognorm = torch.log(cp.amp / (2.0 * math.pi)) - 0.5 * torch.log(det)
         dxw = px - x[..., None]                                     # (B, K, W): offsets along a row
         dyh = py - y[..., None]                                     # (B, K, H)
         win = self._window_split(sxx, syy, H, W)
@@ -372,7 +386,7 @@ class MixtureEngine:
         # Jacobian rows as sums over the components of G times per-component coefficients (one matrix product):
         # d G / d Sigma_g = f G (w w^T - P) / 2 with w = P delta, the entries (a, b, c) of Sigma_g;
         # per monomial (dx^2, dx dy, dy^2, 1):
-        f = self._f
+        f = cp.f
         fl = flux[..., None]                                                            # (B, K, 1)
         A = (0.5 * f * p * p, f * p * q, 0.5 * f * q * q, -0.5 * f * p)                 # d / d a
         Cc = (0.5 * f * q * q, f * q * r, 0.5 * f * r * r, -0.5 * f * r)                # d / d c
@@ -398,14 +412,15 @@ class MixtureEngine:
         dxx, dyy = dx * dx, dy * dy
         dxy = dx * dy                                                                   # (B, K, H, W)
         model = (s[0] * flux[..., None, None]).sum(1).reshape(B, -1)
-        jac = torch.empty((B, K, _NPAR, H, W), dtype=G.dtype, device=G.device)          # rows: parameters
+        buf = torch.empty((B, K * _NPAR + int(spare_row), H * W), dtype=G.dtype, device=G.device)
+        jac = buf[:, :K * _NPAR].view(B, K, _NPAR, H, W)                                 # rows: parameters
         torch.mul(dx, s[1], out=jac[:, :, 0]).addcmul_(dy, s[2])
         torch.mul(dx, s[2], out=jac[:, :, 1]).addcmul_(dy, s[3])
         for row, first in ((2, 4), (3, 8), (4, 12)):
             torch.mul(dxx, s[first], out=jac[:, :, row]).addcmul_(dxy, s[first + 1]).addcmul_(
                 dyy, s[first + 2]).add_(s[first + 3])
         jac[:, :, 5] = s[0]
-        return model, jac.reshape(B, K * _NPAR, H * W)
+        return model, buf
 
     def _window_split(self, sxx: torch.Tensor, syy: torch.Tensor, H: int,
                       W: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
@@ -439,10 +454,10 @@ class MixtureEngine:
         G.add_(ax[..., None, :]).add_(ay[..., None]).clamp_min_(_LOG_FLOOR).exp_()
         return G.reshape(B, K, C, dyh.shape[-1] * dxw.shape[-1])
 
-    def _templates(self, theta: torch.Tensor, omask: torch.Tensor, px: torch.Tensor,
-                   py: torch.Tensor) -> torch.Tensor:
+    def _templates(self, theta: torch.Tensor, omask: torch.Tensor, px: torch.Tensor, py: torch.Tensor,
+                   comps: _Components | None = None) -> torch.Tensor:
         """Unit-flux model images (B, K, N) of each object."""
-        unit, _ = self._evaluate(theta, omask, px, py, jacobian=False, per_object=True)
+        unit, _ = self._evaluate(theta, omask, px, py, jacobian=False, per_object=True, comps=comps)
         return unit * omask[..., None]
 
     # --------------------------------------------------------------------------------------- the fit
@@ -484,7 +499,7 @@ class MixtureEngine:
         for mult in self.settings.T_grid:
             th = theta.clone()
             th[..., 4] = math.log(mult * self.T_psf)
-            tpl = self._templates(th, omask, px, py).double()                       # (B, K, N)
+            tpl = self._templates(th, omask, px, py, self._start_comps).double()   # (B, K, N)
             A = torch.einsum("bkn,bln,bn->bkl", tpl, tpl, w2)
             b = torch.einsum("bkn,bn,bn->bk", tpl, data.double(), w2)
             ridge = 1e-9 * A.diagonal(dim1=1, dim2=2).abs().amax(1).clamp_min(1e-30)
@@ -504,16 +519,19 @@ class MixtureEngine:
     def _system(self, theta: torch.Tensor, mu: torch.Tensor, prec: torch.Tensor, omask: torch.Tensor,
                 data: torch.Tensor, sw: torch.Tensor, px: torch.Tensor,
                 py: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        model, jac = self._evaluate(theta, omask, px, py, jacobian=True)
-        r = (data - model) * sw
-        J = jac * sw[:, None, :]                                     # (B, P, N)
+        model, Jr = self._evaluate(theta, omask, px, py, jacobian=True, spare_row=True)
+        P = Jr.shape[1] - 1
+        torch.sub(data, model, out=Jr[:, P])
+        Jr.mul_(sw[:, None, :])                                     # (B, P + 1, N): weighted J and residual r
         B = theta.shape[0]
         dp = (theta - mu).reshape(B, -1).double()
         pr = prec.reshape(B, -1).double()
-        chi2_data = (r.double() ** 2).sum(1)
+        r = Jr[:, P]
+        chi2_data = (r * r).sum(1, dtype=torch.float64)
         chi2 = chi2_data + (dp * dp * pr).sum(1)
-        H = torch.bmm(J, J.transpose(1, 2)).double() + torch.diag_embed(pr)
-        g = torch.bmm(J, r[..., None])[..., 0].double() - pr * dp
+        M = torch.bmm(Jr, Jr.transpose(1, 2)).double()              # [[J J^T, J r], [r J^T, r r]]
+        H = M[:, :P, :P] + torch.diag_embed(pr)
+        g = M[:, :P, P] - pr * dp
         finite = torch.isfinite(chi2) & torch.isfinite(H).all(2).all(1) & torch.isfinite(g).all(1)
         return chi2, chi2_data, H, g, finite
 
