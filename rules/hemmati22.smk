@@ -228,7 +228,6 @@ rule hemmati22_detect_as_coded:
         psf=psf_file(H22_SURVEY.name, H22_FIELD, H22["band"]),
         gan_blends=[f"{H22_DIR}/gan/{m}_blends.fits" for m in H22_SRGANS_ONE],
         gan_isolated=[f"{H22_DIR}/gan/{m}_isolated.fits" for m in H22_SRGANS_ONE],
-        scalings=[f"{H22_DIR}/models/{m}/scaling.json" for m in H22_SRGANS_ONE],
     output:
         blends=f"{H22_DIR}/as_coded/detections_blends.parquet",
         isolated=f"{H22_DIR}/as_coded/detections_isolated.parquet",

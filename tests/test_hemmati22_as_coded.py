@@ -12,9 +12,10 @@ from workflow_scripts.config import load_config
 from workflow_scripts.data.psf import measure_fwhm
 from workflow_scripts.errors import StudyError
 from workflow_scripts.imaging import degrade as D
-from workflow_scripts.studies.hemmati22.as_coded import (authors_stretch, classify_as_coded, degrade_as_coded, detect_as_coded,
-                                                         lowres_geometry, peaks_as_coded, photometry_as_coded,
-                                                         photometry_subset, summarise_as_coded)
+from workflow_scripts.studies.hemmati22.as_coded import (authors_stretch, authors_tanh, classify_as_coded, degrade_as_coded,
+                                                         detect_as_coded, lowres_geometry, method_images_as_coded,
+                                                         peaks_as_coded, photometry_as_coded, photometry_subset,
+                                                         summarise_as_coded)
 from workflow_scripts.surveys import get_survey
 
 HIRES, LOWRES, N_HI = 0.06, 0.18, 64
@@ -103,6 +104,21 @@ def test_authors_stretch_maps_each_stamp_to_8_bits_by_its_own_range():
     order = np.argsort(stamps[0].ravel())
     assert (np.diff(y[0].ravel()[order]) >= 0).all()
     assert y[1].max() == pytest.approx(y[0].max(), abs=3)
+
+
+def test_gan_images_are_searched_in_the_authors_generator_space():
+    # their generator read and wrote the stretched 8-bit stamp through ToTensor (/ 255) and Normalize(0.5, 0.5):
+    # each stamp spans -1 (faintest) to just below +1 (brightest), whatever its flux, and the 0.2 threshold is there
+    rng = np.random.default_rng(4)
+    gan = (np.stack([_star(10.0), _star(1000.0)]) + rng.normal(0, 0.01, (2, N_HI, N_HI)))[:, None]
+    images = method_images_as_coded(gan, np.zeros((2, 1, 21, 21)), {"srgan": gan}, np.ones((3, 3)), np.ones((3, 3)))
+    y, key, _ = images["srgan"]
+    assert key == "gan" and y.shape == (2, N_HI, N_HI)
+    np.testing.assert_array_equal(y, authors_stretch(gan[:, 0]) / 127.5 - 1.0)
+    np.testing.assert_array_equal(y, authors_tanh(gan[:, 0]))
+    assert (y.min(axis=(1, 2)) == -1.0).all() and (y.max(axis=(1, 2)) > 0.95).all() and (y.max() < 1.0)
+    # a faint star reaches the threshold as well as a bright one: the space is per stamp
+    assert (y.max(axis=(1, 2)) - y.mean(axis=(1, 2)) > 0.2).all()
 
 
 def test_classify_as_coded_needs_exactly_two_matched_peaks_and_maps_lowres_peaks(hsc):

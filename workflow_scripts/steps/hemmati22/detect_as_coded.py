@@ -12,7 +12,6 @@ except ImportError:
 import pandas as pd
 
 from workflow_scripts.data.psf import read_psf
-from workflow_scripts.imaging.scaling import AsinhScaling
 from workflow_scripts.imaging.stamps import read_cutouts
 from workflow_scripts.io import atomic_path
 from workflow_scripts.steps._common import run
@@ -27,10 +26,6 @@ def main(snakemake: Any, log: Any) -> None:
     study, inp, out = snakemake.params.study, snakemake.input, snakemake.output
     target = Survey.from_config(snakemake.params.target["name"], snakemake.params.target)
     models = list(snakemake.params.models)
-    scalings = {}
-    for m, path in zip(models, inp.scalings):
-        spec = json.loads(open(path).read())
-        scalings[m] = {k: AsinhScaling.from_dict(spec[k]) for k in ("hi", "lo")}
     psf_hi = read_psf(inp.psf).psf
     psf_lo = lowres_psf(target, study["target"]["band"], study["target"]["profile"])
     tables, peaks = {}, []
@@ -40,7 +35,7 @@ def main(snakemake: Any, log: Any) -> None:
         hi = read_blends(hi_path)
         i = hi.bands.index(study["band"])
         gans = {m: read_cutouts(p).cube for m, p in zip(models, gan_paths)}
-        images = method_images_as_coded(hi.cube[:, [i]], read_cutouts(lo_path).cube, gans, scalings, psf_hi, psf_lo)
+        images = method_images_as_coded(hi.cube[:, [i]], read_cutouts(lo_path).cube, gans, psf_hi, psf_lo)
         tables[sample], rows = detect_as_coded(images, hi.truth, kind=kind, settings=study["as_coded"],
                                                lo_geometry=lowres_geometry(hi.cube.shape[-1], target,
                                                                            hi.pixel_scale), sample=sample)

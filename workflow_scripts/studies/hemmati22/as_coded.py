@@ -9,7 +9,8 @@ degraded correctly); they differ in what :mod:`..detect` and this module do with
   not 0.6"; they add white noise of ``noise_sigma`` (0.05 e/s) per low-res pixel, ~1.5 mag shallower than HSC i.
 * **Peaks** (:func:`peaks_as_coded`): hi-res stamps go through the authors' display stretch
   (:func:`authors_stretch`: asinh of the flux, shifted to its minimum and scaled to 0-255 per stamp, cast to 8
-  bits), low-res stamps stay in flux units, GAN images are the generator's tanh output; each is convolved with the
+  bits), low-res stamps stay in flux units, GAN images go into their generator's tanh space (that stretch mapped
+  to -1..1, :func:`authors_tanh`: their generator read and wrote stretched stamps); each is convolved with the
   PSF and the 3 x 3 local maxima above a threshold relative to the stamp's mean m are kept: hi-res
   ``conv(x - m) > t_hi m`` (t 1), low-res ``conv(x) > t_lo m`` (t 3), GAN ``conv(x - m) > t_gan`` (0.2, tanh
   units). Peaks in the first two rows or columns are dropped (their ``1 < x``); every other peak of the stamp
@@ -37,7 +38,6 @@ from workflow_scripts.detection import classify_blends, classify_isolated, truth
 from workflow_scripts.errors import StudyError
 from workflow_scripts.imaging.degrade import RebinGeometry, add_noise, integer_factor, matching_kernel, rebin_flux
 from workflow_scripts.imaging.stamps import nonfinite_stamps
-from workflow_scripts.imaging.scaling import AsinhScaling
 from workflow_scripts.surveys import Survey
 
 log = logging.getLogger(__name__)
@@ -174,15 +174,22 @@ def lowres_geometry(n_hires: int, target: Survey, hires_scale: float) -> Any:
     return RebinGeometry(int(n_hires), int(np.floor(n_hires / factor + 1e-9)), float(factor))
 
 
-def method_images_as_coded(hi: np.ndarray, lo: np.ndarray, gans: Mapping[str, np.ndarray],
-                           scalings: Mapping[str, Mapping[str, AsinhScaling]], psf_hi: np.ndarray,
+def authors_tanh(cube: np.ndarray) -> np.ndarray:
+    """The space the authors' generator worked in: their display stretch (:func:`authors_stretch`, 0-255 per
+    stamp) through torchvision's ``ToTensor`` (/ 255) and ``Normalize(0.5, 0.5)``, i.e. ``stretch / 127.5 - 1``:
+    each stamp's faintest pixel at -1, its brightest just below +1 (their GAN threshold 0.2 is in these units)."""
+    return authors_stretch(cube) / 127.5 - 1.0
+
+
+def method_images_as_coded(hi: np.ndarray, lo: np.ndarray, gans: Mapping[str, np.ndarray], psf_hi: np.ndarray,
                            psf_lo: np.ndarray) -> dict[str, tuple[np.ndarray, str, np.ndarray]]:
     """The images the authors' detector searched: hi-res stamps through their display stretch
-    (:func:`authors_stretch`), low-res stamps in flux units, each GAN's output in its tanh space (its own asinh
-    scaling). Cubes (N, 1, H, W)."""
+    (:func:`authors_stretch`), low-res stamps in flux units, each GAN's output (in flux) in the tanh space of
+    their generator (:func:`authors_tanh`; ours works in its own global asinh scaling, where galaxies peak near
+    0.3 and their 0.2 threshold would keep 0.9 peaks per blend). Cubes (N, 1, H, W)."""
     images = {"hi": (authors_stretch(hi[:, 0]), "hi", psf_hi), "lo": (np.asarray(lo[:, 0], np.float64), "lo", psf_lo)}
     for model, cube in gans.items():
-        images[model] = (scalings[model]["hi"].forward(cube)[:, 0], "gan", psf_hi)
+        images[model] = (authors_tanh(cube[:, 0]), "gan", psf_hi)
     return images
 
 
@@ -233,5 +240,6 @@ def photometry_as_coded(dominants: Mapping[str, pd.DataFrame], subset: np.ndarra
     return out
 
 
-__all__ = ["photometry_as_coded", "photometry_subset", "KERNEL_SIZE_LOWRES", "THRESHOLD_RULES", "authors_stretch", "classify_as_coded", "degrade_as_coded", "detect_as_coded",
-           "kernel_as_coded", "lowres_geometry", "method_images_as_coded", "peaks_as_coded", "summarise_as_coded"]
+__all__ = ["photometry_as_coded", "photometry_subset", "KERNEL_SIZE_LOWRES", "THRESHOLD_RULES", "authors_stretch",
+           "authors_tanh", "classify_as_coded", "degrade_as_coded", "detect_as_coded", "kernel_as_coded",
+           "lowres_geometry", "method_images_as_coded", "peaks_as_coded", "summarise_as_coded"]
