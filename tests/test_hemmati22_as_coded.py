@@ -12,10 +12,10 @@ from workflow_scripts.config import load_config
 from workflow_scripts.data.psf import measure_fwhm
 from workflow_scripts.errors import StudyError
 from workflow_scripts.imaging import degrade as D
-from workflow_scripts.studies.hemmati22.as_coded import (authors_stretch, authors_tanh, classify_as_coded, degrade_as_coded,
-                                                         detect_as_coded, lowres_geometry, method_images_as_coded,
-                                                         peaks_as_coded, photometry_as_coded, photometry_subset,
-                                                         summarise_as_coded)
+from workflow_scripts.studies.hemmati22.as_coded import (authors_stretch, authors_tanh, classify_as_coded,
+                                                         degrade_as_coded, detect_as_coded, lowres_geometry,
+                                                         method_images_as_coded, peaks_as_coded, photometry_as_coded,
+                                                         photometry_subset, summarise_as_coded)
 from workflow_scripts.surveys import get_survey
 
 HIRES, LOWRES, N_HI = 0.06, 0.18, 64

@@ -244,8 +244,7 @@ class MixtureEngine:
         self._comps = self._components(profile(self.settings.model))
         # the start ranks sizes with one Gaussian per PSF component (a few times cheaper than the full profile)
         self._start_comps = self._components(profile("gauss"))
-        amp = self._comps.amp
-        self.n_components = int(amp.numel())
+        self.n_components = int(self._comps.amp.numel())
         self.T_psf = float(psf.T)
         self.eta_sigma = 2.0 * math.atanh(self.settings.g_sigma)
         self.last_stats: dict[str, Any] = {}
@@ -404,14 +403,11 @@ class MixtureEngine:
         rows += [fl * (k12 * (a - c) + k22 * b) for a, b, c in zip(A, Bb, Cc)]        # eta2
         rows += [fl * (ca * a + cb * b + cc * c) for a, b, c in zip(A, Bb, Cc)]        # ln T
         coef = torch.stack(rows, dim=-2)                                                # (B, K, 16, C)
-        work = not (coef.requires_grad or G.requires_grad)
         if Gn is None:
-            S = torch.matmul(coef, G, out=self._buffer("S", (B, K, 16, H * W), G)) if work else coef @ G
+            S = self._matmul("S", coef, G)
         else:
-            cw, cn = coef[..., wide], coef[..., narrow]
-            S = torch.matmul(cw, G, out=self._buffer("S", (B, K, 16, H * W), G)) if work else cw @ G
-            Sn = torch.matmul(cn, Gn, out=self._buffer("Sn", (B, K, 16, Gn.shape[-1]), G)) if work else cn @ Gn
-            S.scatter_add_(3, idx.expand(B, K, 16, idx.shape[-1]), Sn)
+            S = self._matmul("S", coef[..., wide], G)
+            S.scatter_add_(3, idx.expand(B, K, 16, idx.shape[-1]), self._matmul("Sn", coef[..., narrow], Gn))
         S = S.reshape(B, K, 16, H, W)
         s = S.unbind(2)
         dx = dxw[:, :, None, :]                                                         # (B, K, 1, W)
@@ -420,8 +416,8 @@ class MixtureEngine:
         dxy = dx * dy                                                                   # (B, K, H, W)
         model = (s[0] * flux[..., None, None]).sum(1).reshape(B, -1)
         shape = (B, K * _NPAR + int(spare_row), H * W)
-        buf = self._buffer("jac", shape, S) if work else None
-        buf = torch.empty(shape, dtype=G.dtype, device=G.device) if buf is None else buf
+        buf = self._buffer("jac", shape, S)
+        buf = torch.empty(shape, dtype=S.dtype, device=S.device) if buf is None else buf
         jac = buf[:, :K * _NPAR].view(B, K, _NPAR, H, W)                                 # rows: parameters
         torch.mul(dx, s[1], out=jac[:, :, 0]).addcmul_(dy, s[2])
         torch.mul(dx, s[2], out=jac[:, :, 1]).addcmul_(dy, s[3])
@@ -450,18 +446,25 @@ class MixtureEngine:
         wide = torch.nonzero(~narrow).flatten()
         return wide, torch.nonzero(narrow).flatten(), n
 
-    def _buffer(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
-        """Working memory ``shape`` kept between evaluations (fresh tensors of tens of MB per evaluation cost
-        about a third of a fit, measured); None where autograd records ``like`` (out= does not differentiate).
-        The batch shrinks as stamps converge: the leading elements of the kept block serve."""
-        if like.requires_grad:
+    def _buffer(self, name: str, shape: tuple[int, ...], *inputs: torch.Tensor) -> torch.Tensor | None:
+        """Working memory ``shape`` (dtype and device of the first input) kept between evaluations (fresh tensors
+        of tens of MB per evaluation cost about a third of a fit, measured); None where autograd records any of
+        ``inputs`` (out= does not differentiate). The batch shrinks as stamps converge: the leading elements of
+        the kept block serve."""
+        if any(t.requires_grad for t in inputs):
             return None
+        like = inputs[0]
         n = math.prod(shape)
         buf = self._work.get(name)
         if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device:
             buf = torch.empty(n, dtype=like.dtype, device=like.device)
             self._work[name] = buf
         return buf[:n].view(shape)
+
+    def _matmul(self, name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a @ b`` (batched) written into the working buffer ``name``."""
+        out = self._buffer(name, (*a.shape[:-1], b.shape[-1]), a, b)
+        return torch.matmul(a, b) if out is None else torch.matmul(a, b, out=out)
 
     def _gaussians(self, lognorm: torch.Tensor, p: torch.Tensor, q: torch.Tensor, r: torch.Tensor,
                    dxw: torch.Tensor, dyh: torch.Tensor, name: str) -> torch.Tensor:
@@ -474,9 +477,11 @@ class MixtureEngine:
         ax = lognorm[..., None] - 0.5 * p[..., None] * (dxw * dxw)[:, :, None, :]      # (B, K, C, W)
         ay = -0.5 * r[..., None] * (dyh * dyh)[:, :, None, :]                           # (B, K, C, H)
         dxdy = dyh[..., :, None] * dxw[..., None, :]                                    # (B, K, H, W)
-        out = self._buffer(name, (B, K, C, H, W), ax)
-        G = torch.add(ax[..., None, :], ay[..., None]) if out is None else torch.add(ax[..., None, :], ay[..., None],
-                                                                                     out=out)
+        out = self._buffer(name, (B, K, C, H, W), ax, ay)
+        if out is None:
+            G = ax[..., None, :] + ay[..., None]
+        else:
+            G = torch.add(ax[..., None, :], ay[..., None], out=out)
         G.addcmul_((-q)[..., None, None], dxdy[:, :, None]).clamp_min_(_LOG_FLOOR).exp_()
         return G.view(B, K, C, H * W)
 
