@@ -301,6 +301,10 @@ def test_ci_likelihood_ratio_study_end_to_end(ci_run: Path):
     assert real.table["id"].tolist() == twin.table["id"].tolist()
     assert np.allclose(real.table["x"], twin.table["x"])
     assert (twin.table["truth_clump_frac"] == 0).all() and (real.table["truth_clump_frac"] > 0).any()
+    # only the galaxies with clumps differ from their twins: the AUC's ceiling, and the paired sign test over them
+    share = float(np.mean(real.table["truth_clump_frac"] > 0))
+    assert entries["llr_auc_ceiling"]["ours"] == pytest.approx(0.5 + share / 2)
+    assert 0 <= entries["llr_paired_wins_clumpy"]["ours"] <= 1
     arche = read_cutouts(base / "stamps_archetype_train.fits")
     summary = json.loads((base / "archetypes.json").read_text())
     assert arche.n == summary["train"]["archetypes"] == summary["train"]["galaxies"] - summary["train"]["fit_failed"]

@@ -16,7 +16,7 @@ from workflow_scripts.errors import ConfigError
 from workflow_scripts.models.pixelcnn import quantize
 from workflow_scripts.studies.zanisi21.analysis import (background_share, bootstrap_mean_difference, llr_maps,
                                                         matched_bins, ood_auc, source_masks, stamp_noise)
-from workflow_scripts.studies.zanisi21.metrics import clump_correlation, clumpy_auc
+from workflow_scripts.studies.zanisi21.metrics import auc_ceiling, clump_correlation, clumpy_auc, paired_wins
 from workflow_scripts.studies.zanisi21.model import bits_per_dim, training_data
 from workflow_scripts.studies.zanisi21.stamps import (StampError, StampScaling, dividing_declination, perturb,
                                                       select_galaxies, split_regions, zoom)
@@ -192,6 +192,37 @@ def test_clumpy_auc_scores_only_the_galaxies_with_clumps_against_their_twins():
     from workflow_scripts.studies.zanisi21.analysis import ood_auc
     assert ood_auc(-real["llr"], -twin["llr"]) < c["auc"] - 0.2   # diluted by the identical pairs
     assert clumpy_auc(real.drop(columns="truth_clump_frac"), twin)["auc"] is None
+
+
+def test_the_auc_ceiling_is_reached_by_a_perfect_score_and_not_exceeded():
+    rng = np.random.default_rng(10)
+    n = 400
+    frac = np.where(rng.uniform(size=n) < 0.3, rng.uniform(0.05, 0.3, n), 0.0)
+    llr = rng.normal(0, 1, n)
+    twin = pd.DataFrame({"id": np.arange(n), "llr": llr})
+    ceiling = auc_ceiling(pd.DataFrame({"truth_clump_frac": frac}))
+    assert ceiling == pytest.approx(0.5 + np.mean(frac > 0) / 2)
+    from workflow_scripts.studies.zanisi21.analysis import ood_auc
+    # a perfect score ranks every clumpy galaxy above every twin; the smooth ones tie with their own twins
+    perfect = pd.DataFrame({"id": np.arange(n), "llr": np.where(frac > 0, 100.0, llr), "truth_clump_frac": frac})
+    assert ood_auc(-perfect["llr"], -twin["llr"]) == pytest.approx(ceiling, abs=0.02)
+    assert auc_ceiling(perfect.drop(columns="truth_clump_frac")) is None
+
+
+def test_paired_wins_find_a_small_shift_that_the_spread_between_galaxies_hides_from_the_auc():
+    rng = np.random.default_rng(11)
+    n = 300
+    frac = np.where(rng.uniform(size=n) < 0.3, rng.uniform(0.05, 0.3, n), 0.0)
+    llr = rng.normal(0, 50, n)                     # galaxy-to-galaxy spread of the LLR
+    real = pd.DataFrame({"id": np.arange(n), "llr": llr + (frac > 0) * rng.normal(2, 2, n), "truth_clump_frac": frac})
+    twin = pd.DataFrame({"id": np.arange(n)[::-1], "llr": llr[::-1]})   # paired by id, not by row
+    w = paired_wins(real, twin)
+    assert w["n"] == int((frac > 0).sum())
+    assert w["fraction"] > 0.75 and w["p"] < 1e-6
+    assert clumpy_auc(real, twin)["auc"] < 0.6
+    null = pd.DataFrame({"id": np.arange(n), "llr": llr + rng.normal(0, 2, n), "truth_clump_frac": frac})
+    assert paired_wins(null, twin)["p"] > 0.001
+    assert paired_wins(real.drop(columns="truth_clump_frac"), twin)["fraction"] is None
 
 
 def test_bits_per_dim_of_per_pixel_log_likelihoods():
