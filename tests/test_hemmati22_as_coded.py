@@ -15,7 +15,8 @@ from workflow_scripts.imaging import degrade as D
 from workflow_scripts.studies.hemmati22.as_coded import (authors_stretch, authors_tanh, classify_as_coded,
                                                          degrade_as_coded, detect_as_coded, lowres_geometry,
                                                          method_images_as_coded, peaks_as_coded, photometry_as_coded,
-                                                         photometry_subset, summarise_as_coded)
+                                                         photometry_subset, summarise_as_coded, true_position_peaks)
+from workflow_scripts.studies.hemmati22.photometry import positions_from_peaks
 from workflow_scripts.surveys import get_survey
 
 HIRES, LOWRES, N_HI = 0.06, 0.18, 64
@@ -189,3 +190,21 @@ def test_photometry_as_coded_is_the_ratio_of_median_relative_flux_errors_on_the_
     assert out["improvement_factor"] == pytest.approx(10.0)
     none = photometry_as_coded({"lo_at_lo": lo, "lo_at_gan": gan}, np.zeros(5, bool))
     assert none["improvement_factor"] is None and none["n_measured"] == 0
+    assert "improvement_factor_true_positions" not in out
+    # the fit at the true centres: its own blends (measured there and at the low-res peak), its own ratio
+    at_truth = dom(np.array([102.0, 500.0, 99.0, 100.0, 100.0]), np.array([True, False, True, True, True]))
+    out = photometry_as_coded({"lo_at_lo": lo, "lo_at_gan": gan, "lo_at_truth": at_truth}, subset)
+    assert out["improvement_factor"] == pytest.approx(10.0)          # unchanged
+    # blends 0 and 2: lo |dF/F| 0.5, 0.4; at the true centres 0.02, 0.01
+    assert out["n_measured_true_positions"] == 2
+    assert out["median_abs_dflux_lo_at_truth"] == pytest.approx(0.015)
+    assert out["improvement_factor_true_positions"] == pytest.approx(0.45 / 0.015)
+
+
+def test_true_position_peaks_give_the_photometry_the_true_centres_on_the_low_res_grid():
+    truth = pd.DataFrame({"x_1": [10.0, 40.0], "y_1": [12.0, 41.0], "x_2": [20.0, 33.0], "y_2": [25.0, 30.0]})
+    peaks = true_position_peaks(truth, "g")
+    assert set(peaks["method"]) == {"g"} and set(peaks["sample"]) == {"blends"}
+    xy = positions_from_peaks(peaks, "g", 2, to_low=lambda x, y: (x / 3.0, y / 3.0))
+    assert np.allclose(xy[0], [[10 / 3, 4.0], [20 / 3, 25 / 3]])
+    assert np.allclose(xy[1], [[40 / 3, 41 / 3], [11.0, 10.0]])

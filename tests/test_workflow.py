@@ -159,7 +159,8 @@ def test_ci_deblending_study_end_to_end(ci_run: Path):
     # the protocol "as coded" beside ours: its entries, its low-res images (the same blends), both samples scored
     coded = metrics["as_coded"]
     assert {"detection_fraction_hi_as_coded", "detection_fraction_lo_as_coded", "detection_fraction_gan_as_coded",
-            "false_positive_rate_gan_as_coded", "photometry_improvement_as_coded"} <= set(entries)
+            "false_positive_rate_gan_as_coded", "photometry_improvement_as_coded",
+            "photometry_improvement_as_coded_true_positions"} <= set(entries)
     assert coded["photometry"]["n_subset"] >= coded["photometry"]["n_measured"] >= 0
     assert entries["detection_fraction_lo_as_coded"]["ours"] == coded["by_method"]["lo"]["detection_fraction"]
     one_band = [m for m, s in study["models"].items() if s["kind"] == "srgan" and s["bands"] == "one"]
