@@ -24,7 +24,8 @@ from workflow_scripts.data.simulate.field import STAMP_HLR_FACTOR
 from workflow_scripts.data.simulate.population import (COUNTS_AT_REF, COUNTS_REF_MAG, ClumpConfig, bulge_disk_parts,
                                                        draw_knots, draw_magnitudes, surface_density)
 from workflow_scripts.data.simulate.psf import PSF_MOFFAT_BETA, PSF_TRUNC_FWHM
-from workflow_scripts.data.simulate.rare import MERGER_CLUMP_FRACTION, MERGER_SEPARATION_ARCSEC, MERGER_TAIL_FRACTION
+from workflow_scripts.data.simulate.rare import (MERGER_CLUMP_FRACTION, MERGER_SEPARATION_ARCSEC, MERGER_TAIL_FRACTION,
+                                                 NucleusConfig, nucleus_shares)
 from workflow_scripts.data.simulate.seds import ColourGrid, TEMPLATES
 from workflow_scripts.surveys import Survey, get_survey
 
@@ -278,6 +279,51 @@ def test_ceers_mergers_come_in_labelled_pairs(ceers):
         lo, hi = MERGER_SEPARATION_ARCSEC
         assert lo - 1e-9 <= sep <= hi + 1e-9
         assert (pair.truth_tail_frac > 0).all()
+
+
+def test_a_dusty_nucleus_is_redder_than_its_host_by_the_drawn_excess():
+    waves = [1150.0, 1500.0, 2000.0, 2770.0, 3560.0, 4420.0]
+    share, excess = np.array([0.2, 0.3]), np.array([1.0, 2.5])
+    d = nucleus_shares(share, excess, waves, 4420.0)
+    assert np.allclose(d[:, -1], share)                        # the reference band's share is the drawn one
+    assert (np.diff(d, axis=1) > 0).all()                     # rising to the red
+    # nucleus - host colour between the bluest band and the reference: the drawn excess
+    colour = -2.5 * np.log10((d[:, 0] / d[:, -1]) / ((1 - d[:, 0]) / (1 - d[:, -1])))
+    assert np.allclose(colour, excess)
+    # between F200W and F444W a share of it, in proportion to 1/wavelength
+    w = (1 / 2000 - 1 / 4420) / (1 / 1150 - 1 / 4420)
+    colour_sw = -2.5 * np.log10((d[:, 2] / d[:, -1]) / ((1 - d[:, 2]) / (1 - d[:, -1])))
+    assert np.allclose(colour_sw, w * excess)
+    with pytest.raises(ConfigError, match="merger_nucleus.share"):
+        NucleusConfig.from_embedded({"merger_nucleus": {"share": [0.5, 1.0], "colour_excess": [1, 2],
+                                                        "hlr_arcsec": 0.03}})
+    assert NucleusConfig.from_embedded({"merger_nucleus": None}) is None
+
+
+def test_dusty_nuclei_redden_the_centres_of_merger_members_and_keep_their_light():
+    on = small_survey("ceers", npix=384, n_stars=2, n_ero=0, n_merger=3, mag_limit=24.0)
+    off = small_survey("ceers", npix=384, n_stars=2, n_ero=0, n_merger=3, mag_limit=24.0, merger_nucleus=None)
+    a = simulate_field(on, "nircam1", seed=9, progress=False)
+    b = simulate_field(off, "nircam1", seed=9, progress=False)
+    cat = a.catalog
+    mer = cat.label == "merger"
+    lo, hi = on.embedded["merger_nucleus"]["share"]
+    assert ((cat.loc[mer, "truth_nucleus_frac"] >= lo) & (cat.loc[mer, "truth_nucleus_frac"] <= hi)).all()
+    assert (cat.loc[~mer, "truth_nucleus_frac"] == 0).all() and (b.catalog["truth_nucleus_frac"] == 0).all()
+    # the same objects and truth fluxes (the measured FWHM of a member, and so its catalogue error, may change)
+    same = [c for c in cat.columns if c.startswith("truth_") and c != "truth_nucleus_frac"] + ["x", "y", "label"]
+    pd.testing.assert_frame_equal(a.catalog[same], b.catalog[same])
+    for band in ("F115W", "F444W"):     # over the whole field: light moved within the members, none added
+        total = float((a.images[band].astype(np.float64) - b.images[band]).sum())
+        assert abs(total) < 1e-3 * cat.loc[mer, f"truth_flux_{band}"].sum()
+    # the centre (0.3" around each member, wider than either PSF) gains, the more so in the red band
+    gain = {}
+    for band in ("F115W", "F444W"):
+        diff = a.images[band].astype(np.float64) - b.images[band]
+        gain[band] = [diff[int(round(m.y)) - 10:int(round(m.y)) + 11, int(round(m.x)) - 10:int(round(m.x)) + 11].sum()
+                      / m[f"truth_flux_{band}"] for _, m in cat[mer].iterrows()]
+    assert (np.array(gain["F444W"]) > 0.03).all()
+    assert (np.array(gain["F444W"]) > 2 * np.array(gain["F115W"])).all()
 
 
 def test_eros_need_their_bands():

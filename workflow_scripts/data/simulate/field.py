@@ -39,13 +39,18 @@ sources), ``truth_bulge_frac``, ``truth_sersic_n`` (light-weighted, 1 + 3 B/T), 
 (degrees from +x towards +y), ``truth_type`` (continuous CWW template type, NaN for stars/EROs),
 ``truth_teff`` (K, stars), ``truth_tail_frac`` (mergers), ``truth_clump_frac`` (share of the object's total
 flux in star-forming knots, the same in every band: 0 for stars, EROs, bulge-only galaxies and when
-``embedded.clumps`` is off), ``label`` (normal | star | ero | merger) and ``pair_id`` (merger pair number, -1
+``embedded.clumps`` is off), ``truth_nucleus_frac`` (share of a merger member's ``mag_band`` flux in its dusty
+nucleus, 0 otherwise), ``label`` (normal | star | ero | merger) and ``pair_id`` (merger pair number, -1
 otherwise).
 
 Clumps (``embedded.clumps: {fraction: [lo, hi], n_knots: [lo, hi], share: s}``, absent or null = none): a share
 s of the normal galaxies (default 1) and every body of a merging pair (interactions trigger clumpy star
 formation) move a share f ~ U(fraction) of their disk light into n ~ U{n_knots} knots
 (:func:`~.population.bulge_disk_parts`), achromatic like the rest of the profile.
+
+Dusty nuclei of merging pairs (``embedded.merger_nucleus``, :mod:`.rare`) are the one chromatic part: such a
+member's profile is one per band (a share of the band's flux, rising to the red, in a compact nucleus), drawn
+from their own stream, so switching them on changes only the merger members' light distribution.
 """
 
 from __future__ import annotations
@@ -73,8 +78,9 @@ from workflow_scripts.data.simulate.population import (NO_KNOTS, ClumpConfig, Co
                                                        galaxy_extent, sersic_index)
 from workflow_scripts.data.simulate.psf import (PSF_MOFFAT_BETA, PSF_OVERSAMPLING, PSF_TRUNC_FWHM, draw_psf_native,
                                                 draw_psf_oversampled, measured_fwhm, optical_psf, psf_stamp_size)
-from workflow_scripts.data.simulate.rare import draw_eros, draw_mergers, ero_profile
-from workflow_scripts.data.simulate.seds import ColourGrid, star_flux_ratios
+from workflow_scripts.data.simulate.rare import (NucleusConfig, draw_eros, draw_mergers, ero_profile, nucleus_shares,
+                                                 with_nucleus)
+from workflow_scripts.data.simulate.seds import ColourGrid, pivot_wavelengths, star_flux_ratios
 
 # ---------------------------------------------------------------------------------------------- constants
 #: Sky centres (deg, ICRS) of the real surveys the embedded ones stand in for.
@@ -105,6 +111,7 @@ STREAM_POPULATION = 0
 STREAM_CATALOG = 1
 STREAM_NOISE = 2
 STREAM_CLUMPS = 3
+STREAM_NUCLEI = 4
 #: GalSim draw method: pixel-convolved FFT (what 'auto' picks for these three-fold convolutions; explicit so
 #: that no object silently falls back to a slow real-space convolution).
 DRAW_METHOD = "fft"
@@ -208,7 +215,8 @@ class _Objects:
 
     table: pd.DataFrame                           # truth parameters (x, y, mag_ref, z, ...)
     ratios: np.ndarray                            # (n, n_bands) flux ratio band / mag_band
-    profiles: list[galsim.GSObject | None]        # unit flux less the knots', centred; None = point source
+    profiles: list[galsim.GSObject | dict[str, galsim.GSObject] | None]   # unit flux less the knots', centred;
+    #                                             None = point source; a dict = one per band (dusty nuclei)
     extent: np.ndarray                            # arcsec, radius holding the intrinsic light
     knots: list[np.ndarray]                       # (n, 3) star-forming knots: x, y (arcsec), flux; often empty
 
@@ -238,18 +246,20 @@ def _place_stars(rng: np.random.Generator, n: int, npix: int, margin: float,
 def _frame(kind: str, n: int, **cols: Any) -> pd.DataFrame:
     base = {"label": [kind] * n, "pair_id": np.full(n, -1, dtype=np.int64), "truth_type": np.full(n, np.nan),
             "truth_teff": np.full(n, np.nan), "truth_tail_frac": np.zeros(n), "truth_clump_frac": np.zeros(n),
+            "truth_nucleus_frac": np.zeros(n),
             "truth_bulge_frac": np.zeros(n), "truth_sersic_n": np.ones(n), "truth_q": np.ones(n),
             "truth_beta": np.zeros(n), "truth_hlr": np.zeros(n), "star": np.zeros(n, dtype=bool)}
     base.update(cols)
     return pd.DataFrame(base)
 
 
-def build_objects(survey: Survey, rng: np.random.Generator,
-                  clump_rng: np.random.Generator | None = None) -> _Objects:
+def build_objects(survey: Survey, rng: np.random.Generator, clump_rng: np.random.Generator | None = None,
+                  nucleus_rng: np.random.Generator | None = None) -> _Objects:
     """Draw every object of a field (normal galaxies, merging pairs, EROs, stars) with positions.
 
     ``rng`` is the population stream; star-forming clumps (``embedded.clumps``) come from ``clump_rng`` alone
-    (normal galaxies first, then merger members), so the population is the same with or without them.
+    (normal galaxies first, then merger members), and the mergers' dusty nuclei (``embedded.merger_nucleus``)
+    from ``nucleus_rng``, so the population is the same with or without them.
     """
     emb = survey.embedded
     clumps = ClumpConfig.from_embedded(emb, f"surveys.{survey.name}.embedded")
@@ -291,7 +301,7 @@ def build_objects(survey: Survey, rng: np.random.Generator,
                              truth_q=g.q, truth_beta=g.beta, truth_type=g.ttype, truth_tail_frac=mer.tail_frac,
                              truth_clump_frac=mer.clump_frac, pair_id=mer.pair_id))
         ratios.append(grid.flux_ratios(g.ttype, g.z))
-        profiles += mer.profiles
+        profiles += _nuclei(survey, mer, tables[-1], nucleus_rng)
         knot_tables += mer.knots
         extents.append(mer.extent)
 
@@ -324,6 +334,25 @@ def build_objects(survey: Survey, rng: np.random.Generator,
     table = pd.concat(tables, ignore_index=True)
     return _Objects(table=table, ratios=np.concatenate(ratios), profiles=profiles, extent=np.concatenate(extents),
                     knots=knot_tables)
+
+
+def _nuclei(survey: Survey, mer: Any, table: pd.DataFrame,
+            nucleus_rng: np.random.Generator | None) -> list[Any]:
+    """The merger members' profiles, per band with a dusty nucleus when ``embedded.merger_nucleus`` is set (its
+    share of the mag_band flux written to ``table['truth_nucleus_frac']``)."""
+    nucleus = NucleusConfig.from_embedded(survey.embedded, f"surveys.{survey.name}.embedded")
+    if nucleus is None:
+        return list(mer.profiles)
+    rng = nucleus_rng if nucleus_rng is not None else np.random.default_rng(0)
+    n = len(mer.profiles)
+    share = rng.uniform(*nucleus.share, size=n)
+    excess = rng.uniform(*nucleus.colour_excess, size=n)
+    pivots = pivot_wavelengths(survey)
+    bands = survey.band_names
+    shares = nucleus_shares(share, excess, [pivots[b] for b in bands], pivots[survey.embedded["mag_band"]])
+    table["truth_nucleus_frac"] = shares[:, bands.index(survey.embedded["mag_band"])]
+    return [with_nucleus(prof, 1.0 - float(kn[:, 2].sum()) if len(kn) else 1.0, dict(zip(bands, shares[i])),
+                         nucleus.hlr_arcsec) for i, (prof, kn) in enumerate(zip(mer.profiles, mer.knots))]
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -379,7 +408,7 @@ def render(survey: Survey, objs: _Objects, fluxes: np.ndarray, psfs: Mapping[str
     xs = objs.table["x"].to_numpy()
     ys = objs.table["y"].to_numpy()
     for i in tqdm(range(len(objs.table)), disable=not progress, desc=desc, unit="obj", mininterval=1.0):
-        prof = objs.profiles[i]
+        chromatic = objs.profiles[i]
         knots = objs.knots[i]
         pos = galsim.PositionD(xs[i], ys[i])
         ix, iy = int(round(xs[i])), int(round(ys[i]))
@@ -389,6 +418,7 @@ def render(survey: Survey, objs: _Objects, fluxes: np.ndarray, psfs: Mapping[str
             flux = float(fluxes[i, bi])
             if flux <= 0:
                 continue
+            prof = chromatic[b] if isinstance(chromatic, dict) else chromatic
             # Point sources go through a delta function so that the PSF object (and its cached k-space table
             # of the truncated Moffat) is reused: psf.withFlux() would rebuild it, ~25x slower.
             if prof is None:
@@ -432,7 +462,8 @@ def simulate_field(survey: Survey, field: str, seed: int, progress: bool = True)
     wcs = field_wcs(survey, field)
 
     objs = build_objects(survey, np.random.default_rng([seed, STREAM_POPULATION]),
-                         clump_rng=np.random.default_rng([seed, STREAM_CLUMPS]))
+                         clump_rng=np.random.default_rng([seed, STREAM_CLUMPS]),
+                         nucleus_rng=np.random.default_rng([seed, STREAM_NUCLEI]))
     tab = objs.table
     zps = np.array([survey.band(b).zeropoint for b in bands])
     ref_flux = 10.0 ** (-0.4 * (tab["mag_ref"].to_numpy(dtype=float)[:, None] - zps[None, :]))  # Band.flux
@@ -499,7 +530,7 @@ def _catalog(survey: Survey, tab: pd.DataFrame, fluxes: np.ndarray, fwhm: np.nda
         for bi, b in enumerate(bands):
             cols[f"truth_mag_{b}"] = np.where(fluxes[:, bi] > 0, -2.5 * np.log10(fluxes[:, bi]) + zp[b], np.nan)
     for c in ("truth_hlr", "truth_bulge_frac", "truth_sersic_n", "truth_q", "truth_beta", "truth_type",
-              "truth_teff", "truth_tail_frac", "truth_clump_frac"):
+              "truth_teff", "truth_tail_frac", "truth_clump_frac", "truth_nucleus_frac"):
         cols[c] = tab[c].to_numpy(dtype=float)
     cols["truth_z"] = tab["z"].to_numpy()
     cols["label"] = tab["label"].astype(str).to_numpy()
