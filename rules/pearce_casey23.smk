@@ -157,7 +157,7 @@ rule pearce_casey23_train:
 
 
 rule pearce_casey23_predict:
-    """The generator's output bands for the validation set or the anomalies."""
+    """The generator's output bands for the validation set, the anomalies or the training set (its bias)."""
     input:
         generator=rules.pearce_casey23_train.output.generator,
         scaling=rules.pearce_casey23_train.output.scaling,
@@ -165,7 +165,7 @@ rule pearce_casey23_predict:
     output:
         predicted=f"{PC23_DIR}/predicted_{{set}}.fits",
     wildcard_constraints:
-        set="validation|anomalies",
+        set="validation|anomalies|train",
     params:
         device=config["device"],
         code=code_version("steps/pearce_casey23/predict.py"),
@@ -185,13 +185,15 @@ rule pearce_casey23_predict:
 
 
 rule pearce_casey23_sed:
-    """SED errors of the cGAN and of the photometry-only baseline (validation galaxies and anomalies)."""
+    """SED errors of the cGAN (raw and bias-calibrated on its training cutouts) and of the photometry-only baseline
+    (validation galaxies and anomalies)."""
     input:
         train=rules.pearce_casey23_cutouts.output.train,
         validation=rules.pearce_casey23_cutouts.output.validation,
         anomalies=rules.pearce_casey23_cutouts.output.anomalies,
         pred_validation=f"{PC23_DIR}/predicted_validation.fits",
         pred_anomalies=f"{PC23_DIR}/predicted_anomalies.fits",
+        pred_train=f"{PC23_DIR}/predicted_train.fits",
     output:
         table=f"{PC23_DIR}/sed_errors.parquet",
     params:

@@ -277,3 +277,50 @@ def test_as_coded_detached_generator_step_gets_no_adversarial_gradient():
                 obj.check(TrainConfig(epochs=1, batch_size=4, l1_weight=0.0))
     # the same weights and batch: the two generator gradients differ by exactly the adversarial term's
     assert not torch.allclose(grads[False], grads[True])
+
+
+def _blob_set(mags, lw_excess, label, rng, size=31):
+    """Gaussian sources of magnitude ``mags`` (flat SED, the LW bands ``lw_excess`` mag brighter) in six bands."""
+    bands = ["F115W", "F150W", "F200W", "F277W", "F356W", "F444W"]
+    yy, xx = np.mgrid[:size, :size]
+    blob = np.exp(-((xx - size // 2) ** 2 + (yy - size // 2) ** 2) / (2 * 2.0 ** 2))
+    blob /= blob.sum()
+    flux = 10 ** (-0.4 * (np.asarray(mags)[:, None] - ZP)) * 10 ** (0.4 * np.outer(lw_excess, [0, 0, 0, 1, 1, 1]))
+    cube = (flux[:, :, None, None] * blob).astype(np.float32)
+    table = pd.DataFrame({"id": np.arange(len(mags)), "label": label, "xc": size // 2, "yc": size // 2})
+    for i, b in enumerate(bands):
+        table[f"flux_{b}"] = flux[:, i]
+        table[f"fluxerr_{b}"] = 1e-3 * flux[:, i]
+        table[f"mag_{b}"] = np.asarray(mags) - 2.5 * np.log10(10 ** (0.4 * np.asarray(lw_excess))) * (i >= 3)
+    return CutoutSet(cube=cube, bands=bands, table=table, pixel_scale=0.03, zeropoints=[ZP] * 6)
+
+
+def _biased_prediction(cs, shift=lambda m: np.where(m < 24, 0.6, 0.2)):
+    """A "cGAN" that predicts the LW bands of a flat SED, fainter by ``shift(mag)`` mag (brighter: worse)."""
+    m = cs.table["mag_F115W"].to_numpy()
+    pred = cs.cube[:, :3].copy() * 10 ** (-0.4 * shift(m))[:, None, None, None]
+    return CutoutSet(cube=pred, bands=["F277W", "F356W", "F444W"], table=cs.table, pixel_scale=0.03,
+                     zeropoints=[ZP] * 3)
+
+
+def test_calibration_takes_out_the_bias_measured_on_the_training_set():
+    rng = np.random.default_rng(12)
+    train = _blob_set(rng.uniform(22, 26, 300), np.zeros(300), "normal", rng)
+    val = _blob_set(rng.uniform(22, 26, 80), np.zeros(80), "normal", rng)
+    anomalies = _blob_set(rng.uniform(22, 26, 40), np.full(40, 0.3), "merger", rng)   # a 0.3 mag LW excess
+    study = {**STUDY, "aperture_radius_px": 10, "baseline": {"kind": "knn", "n_neighbors": 10}}
+    sets = {"validation": (val, _biased_prediction(val)), "anomalies": (anomalies, _biased_prediction(anomalies))}
+    table = sed.score_sets(study, train, sets, seed=0, train_pred=_biased_prediction(train))
+    normal = table[table["set"] == "validation"]
+    merger = table[table["set"] == "anomalies"]
+    assert normal["cgan_sed_error"].median() > 0.15                 # the bias, 0.2-0.6 mag
+    assert normal["cgan_calibrated_sed_error"].median() < 0.05       # taken out by the training set's bias
+    calibrated = merger["cgan_calibrated_sed_error"].to_numpy(), normal["cgan_calibrated_sed_error"].to_numpy()
+    assert sed.auc(*calibrated) > 0.95
+    assert sed.auc(merger["cgan_sed_error"].to_numpy(), normal["cgan_sed_error"].to_numpy()) < 0.9
+    assert "cgan_calibrated_sed_error" not in sed.score_sets(study, train, sets, seed=0).columns
+    # the fitted bias is the median per magnitude bin, constant beyond the ends
+    tab = sed.fit_bias(np.array([20.1, 20.2, 20.3, 21.1, 21.2, 21.3]), np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0]),
+                       min_count=3)
+    assert sed.bias_at(tab, np.array([19.0, 20.2, 21.2, 23.0])) == pytest.approx([1.0, 1.0, 2.0, 2.0])
+    assert sed.bias_at(sed.fit_bias(np.array([20.0]), np.array([1.0])), np.array([20.0])) == pytest.approx([0.0])

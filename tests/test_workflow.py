@@ -45,7 +45,7 @@ def test_paper_preset_dry_run_builds_the_real_data_dag(tmp_path):
     assert "simulate_goodss" not in counts
     # the anomaly study reads the downloaded CEERS boundary like the embedded one: 6 matched bands, 1 pointing
     assert counts["pearce_casey23_match"] == 6 and counts["pearce_casey23_catalog"] == 1
-    assert counts["pearce_casey23_train"] == 1 and counts["pearce_casey23_predict"] == 2
+    assert counts["pearce_casey23_train"] == 1 and counts["pearce_casey23_predict"] == 3
     assert counts["smith_geach19_train"] == counts["smith_geach19_fields"] == 1   # from the downloaded XDF
     # the likelihood-ratio study: real GOODS-S against its embedded simulation without clumps, three PixelCNNs
     assert counts["zanisi21_twin"] == 1 and counts["zanisi21_train"] == 3 and counts["zanisi21_score"] == 3
@@ -226,7 +226,8 @@ def test_ci_anomaly_study_end_to_end(ci_run: Path):
     validate_metrics(metrics, "results/pearce_casey23/metrics.json")
     entries = {e["id"]: e for e in metrics["entries"]}
     assert metrics["study"] == "pearce_casey23" and {
-        "sed_error_median", "ero_sed_error_median", "merger_auc", "ero_auc", "baseline_merger_auc"} <= set(entries)
+        "sed_error_median", "ero_sed_error_median", "merger_auc", "ero_auc", "baseline_merger_auc",
+        "sed_error_median_calibrated", "merger_auc_calibrated"} <= set(entries)
     # the catalogue was made by sep on the matched detection band and carries the embedded truth labels
     field = study["fields"][0]
     cat = io.read_catalog(base / field / "catalog.parquet")
@@ -244,7 +245,8 @@ def test_ci_anomaly_study_end_to_end(ci_run: Path):
     assert not (ids[0] & ids[1]) and not (ids[0] & ids[2])
     table = __import__("pandas").read_parquet(base / "sed_errors.parquet")
     assert len(table) == sets["validation"].n + sets["anomalies"].n
-    assert np.isfinite(table[["cgan_sed_error", "baseline_sed_error"]].to_numpy()).all()
+    assert np.isfinite(table[["cgan_sed_error", "baseline_sed_error", "cgan_calibrated_sed_error"]].to_numpy()).all()
+    assert read_cutouts(base / "predicted_train.fits").n == sets["train"].n   # the cGAN's bias is measured there
     losses = (base / "model/losses.csv").read_text().splitlines()
     assert len(losses) == 1 + study["model"]["epochs"]
     for name in ("fig1a_sed_error", "fig1b_eros", "fig1c_ero_sed", "fig1d_mergers", "fig1e_merger_sed", "roc"):

@@ -1,5 +1,5 @@
-"""Rule `pearce_casey23_sed`: SED errors of the cGAN and of the photometry-only baseline for the validation set and
-the anomalies."""
+"""Rule `pearce_casey23_sed`: SED errors of the cGAN (as it is, and with its bias on the training cutouts taken out)
+and of the photometry-only baseline for the validation set and the anomalies."""
 
 from typing import Any
 
@@ -18,7 +18,8 @@ def main(snakemake: Any, log: Any) -> None:
     inp = snakemake.input
     sets = {"validation": (read_cutouts(inp.validation), read_cutouts(inp.pred_validation)),
             "anomalies": (read_cutouts(inp.anomalies), read_cutouts(inp.pred_anomalies))}
-    table = score_sets(snakemake.params.study, read_cutouts(inp.train), sets, snakemake.params.seed)
+    table = score_sets(snakemake.params.study, read_cutouts(inp.train), sets, snakemake.params.seed,
+                       train_pred=read_cutouts(inp.pred_train))
     log.info("SED errors of %d objects (%s)", len(table), table["label"].value_counts().to_dict())
     with atomic_path(snakemake.output.table) as tmp:
         table.to_parquet(tmp, index=False)

@@ -10,6 +10,10 @@ photometry-only baseline.
 * Baseline: the output-band magnitudes predicted from the input-band magnitudes alone (scikit-learn gradient
   boosting or kNN, one regressor per output band, trained on the training set's catalogue photometry), scored the
   same way. Does the pixel-level cGAN find mergers better than photometry alone?
+* Calibrated cGAN (ours, beyond the paper): the cGAN's own magnitude-dependent bias, measured on its training
+  cutouts (median ``delta_mag`` per output band in bins of that band's observed magnitude, :func:`fit_bias`), is
+  taken out of its predictions (:func:`calibrate`); scored as ``cgan_calibrated_*``. Only normal galaxies (no
+  anomaly is ever in training) set the correction, so it cannot learn what an anomaly looks like.
 * Ranking: ROC AUC of a score separating an anomaly class (mergers, EROs) from the normal validation galaxies.
 """
 
@@ -61,6 +65,52 @@ def sed_errors(pred: np.ndarray, true: np.ndarray, err: np.ndarray, zeropoints: 
     return out
 
 
+# ------------------------------------------------------------------------------------------------ calibration
+#: magnitude bins of the bias calibration (width) and the fewest objects a bin needs to be used
+BIAS_BIN_MAG = 0.5
+BIAS_MIN_COUNT = 5
+
+
+def fit_bias(mag: np.ndarray, dmag: np.ndarray, *, bin_mag: float = BIAS_BIN_MAG,
+             min_count: int = BIAS_MIN_COUNT) -> tuple[np.ndarray, np.ndarray]:
+    """``(centres, medians)``: the median of ``dmag`` in bins of ``mag`` (width ``bin_mag``) that hold at least
+    ``min_count`` finite objects; the bias at any magnitude is interpolated between them (:func:`bias_at`).
+    Both arrays are empty when no bin qualifies (then the bias is 0)."""
+    mag, dmag = np.asarray(mag, float), np.asarray(dmag, float)
+    ok = np.isfinite(mag) & np.isfinite(dmag)
+    if not ok.any():
+        return np.zeros(0), np.zeros(0)
+    lo = np.floor(mag[ok].min() / bin_mag) * bin_mag
+    edges = np.arange(lo, mag[ok].max() + bin_mag, bin_mag)
+    idx = np.digitize(mag[ok], edges) - 1
+    centres, medians = [], []
+    for k in range(len(edges)):
+        sel = idx == k
+        if sel.sum() >= min_count:
+            centres.append(float(np.median(mag[ok][sel])))
+            medians.append(float(np.median(dmag[ok][sel])))
+    return np.asarray(centres), np.asarray(medians)
+
+
+def bias_at(table: tuple[np.ndarray, np.ndarray], mag: np.ndarray) -> np.ndarray:
+    """The fitted bias at ``mag`` (interpolated, constant beyond the end bins; 0 without a table; 0 for NaN)."""
+    centres, medians = table
+    mag = np.asarray(mag, float)
+    if not len(centres):
+        return np.zeros_like(mag)
+    return np.where(np.isfinite(mag), np.interp(np.nan_to_num(mag), centres, medians), 0.0)
+
+
+def calibrate(pred: np.ndarray, true: np.ndarray, err: np.ndarray, zeropoints: Sequence[float],
+              tables: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Predicted fluxes (N, bands) with each band's bias (``tables``, one per band, by the observed floored
+    magnitude) taken out: ``m_pred - bias(m_obs)``."""
+    out = np.array(pred, dtype=float, copy=True)
+    for i, (zp, tab) in enumerate(zip(zeropoints, tables)):
+        out[:, i] *= 10 ** (0.4 * bias_at(tab, floored_mag(true[:, i], err[:, i], zp)))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ baseline
 def _features(table: pd.DataFrame, bands: Sequence[str], zeropoints: Sequence[float]) -> np.ndarray:
     """Floored magnitudes of ``bands`` and their adjacent colours."""
@@ -101,26 +151,52 @@ def baseline_fluxes(models: Sequence[Any], table: pd.DataFrame, input_bands: Seq
     return 10 ** (-0.4 * (mags - zp))
 
 
+def _photometry(name: str, true_cs: CutoutSet, pred_cs: CutoutSet, outb: Sequence[str],
+                radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true, err, predicted) aperture fluxes (N, bands) of one set and its prediction."""
+    table = true_cs.table
+    if pred_cs.n != true_cs.n or not np.array_equal(pred_cs.table["id"].to_numpy(), table["id"].to_numpy()):
+        raise StudyError(f"the predicted {name} cutouts do not match the {name} set (remake the prediction)")
+    true = np.stack([table[f"flux_{b}"].to_numpy(float) for b in outb], axis=1)
+    err = np.stack([table[f"fluxerr_{b}"].to_numpy(float) for b in outb], axis=1)
+    pred = stamp_fluxes(pred_cs.cube, table["xc"].to_numpy(float), table["yc"].to_numpy(float), radius)
+    return true, err, pred
+
+
+def bias_tables(train: CutoutSet, train_pred: CutoutSet, outb: Sequence[str], zeropoints: Sequence[float],
+                radius: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per output band the cGAN's bias on its training cutouts (stars left out) by the band's observed magnitude."""
+    true, err, pred = _photometry("train", train, train_pred, outb, radius)
+    keep = ~train.table["label"].astype(str).eq("star").to_numpy() if "label" in train.table else np.ones(train.n, bool)
+    dmag = sed_errors(pred, true, err, zeropoints, outb)
+    return [fit_bias(floored_mag(true[keep, i], err[keep, i], zp), dmag[f"dmag_{b}"].to_numpy()[keep])
+            for i, (b, zp) in enumerate(zip(outb, zeropoints))]
+
+
 def score_sets(study: Mapping[str, Any], train: CutoutSet, sets: Mapping[str, tuple[CutoutSet, CutoutSet]],
-               seed: int) -> pd.DataFrame:
+               seed: int, train_pred: CutoutSet | None = None) -> pd.DataFrame:
     """SED errors of the cGAN and of the baseline for every object of ``sets`` (name -> (true cutouts, predicted
-    cutouts)): one row per object with ``set``, its catalogue columns, ``cgan_*`` and ``baseline_*`` scores."""
+    cutouts)): one row per object with ``set``, its catalogue columns, ``cgan_*`` and ``baseline_*`` scores; with
+    ``train_pred`` (the cGAN's prediction of the training cutouts) also ``cgan_calibrated_*``."""
     inb, outb = list(study["input_bands"]), list(study["output_bands"])
     zps = {b: train.zeropoints[train.band_index(b)] for b in inb + outb}
+    zp_out = [zps[b] for b in outb]
     models = fit_baseline(train.table, inb, outb, zps, study["baseline"], seed)
     radius = float(study["aperture_radius_px"])
+    tables = bias_tables(train, train_pred, outb, zp_out, radius) if train_pred is not None else None
+    if tables is not None:
+        log.info("cGAN bias on its training cutouts (median dmag by magnitude): %s",
+                 {b: dict(zip(np.round(c, 2).tolist(), np.round(m, 3).tolist())) for b, (c, m) in zip(outb, tables)})
     rows = []
     for name, (true_cs, pred_cs) in sets.items():
         table = true_cs.table
-        if pred_cs.n != true_cs.n or not np.array_equal(pred_cs.table["id"].to_numpy(), table["id"].to_numpy()):
-            raise StudyError(f"the predicted {name} cutouts do not match the {name} set (remake the prediction)")
-        true = np.stack([table[f"flux_{b}"].to_numpy(float) for b in outb], axis=1)
-        err = np.stack([table[f"fluxerr_{b}"].to_numpy(float) for b in outb], axis=1)
-        pred = stamp_fluxes(pred_cs.cube, table["xc"].to_numpy(float), table["yc"].to_numpy(float), radius)
+        true, err, pred = _photometry(name, true_cs, pred_cs, outb, radius)
         base = baseline_fluxes(models, table, inb, outb, zps)
-        zp_out = [zps[b] for b in outb]
         cg = sed_errors(pred, true, err, zp_out, outb).add_prefix("cgan_")
         bl = sed_errors(base, true, err, zp_out, outb).add_prefix("baseline_")
+        if tables is not None:
+            cal = sed_errors(calibrate(pred, true, err, zp_out, tables), true, err, zp_out, outb)
+            bl = pd.concat([bl, cal.add_prefix("cgan_calibrated_")], axis=1)
         keep = [c for c in table.columns if c in ("id", "field", "label", "ra", "dec", "x", "y", "xc", "yc")
                 or c.startswith(("mag_", "flux_", "fluxerr_", "truth_mag_")) or c in ("barro_ero", "pair_id")]
         part = pd.concat([table[keep].reset_index(drop=True), cg, bl], axis=1)
@@ -154,5 +230,5 @@ def roc_curve(score_pos: np.ndarray, score_neg: np.ndarray) -> tuple[np.ndarray,
     return fpr, tpr
 
 
-__all__ = ["auc", "baseline_fluxes", "fit_baseline", "floored_mag", "roc_curve", "score_sets", "sed_errors",
-           "stamp_fluxes"]
+__all__ = ["auc", "baseline_fluxes", "bias_at", "bias_tables", "calibrate", "fit_baseline", "fit_bias", "floored_mag",
+           "roc_curve", "score_sets", "sed_errors", "stamp_fluxes"]
