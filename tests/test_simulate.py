@@ -294,6 +294,8 @@ def test_a_dusty_nucleus_is_redder_than_its_host_by_the_drawn_excess():
     w = (1 / 2000 - 1 / 4420) / (1 / 1150 - 1 / 4420)
     colour_sw = -2.5 * np.log10((d[:, 2] / d[:, -1]) / ((1 - d[:, 2]) / (1 - d[:, -1])))
     assert np.allclose(colour_sw, w * excess)
+    # a fixed blue end: the same bands get the same shares whether or not the bluest band is in the survey
+    assert np.allclose(nucleus_shares(share, excess, waves[2:], 4420.0), d[:, 2:])
     with pytest.raises(ConfigError, match="merger_nucleus.share"):
         NucleusConfig.from_embedded({"merger_nucleus": {"share": [0.5, 1.0], "colour_excess": [1, 2],
                                                         "hlr_arcsec": 0.03}})

@@ -19,10 +19,12 @@ Dusty nuclei (``embedded.merger_nucleus``, absent or null = none): interactions 
 obscured starburst makes the nucleus redder than its host (e.g. the red cores of local LIRG mergers). Each member
 then puts a share of its light, rising to the red, into a compact exponential nucleus at its centre
 (:func:`nucleus_shares`): ``share`` ~ U(range) of the ``mag_band`` flux, and a nucleus redder than its host by
-``colour_excess`` ~ U(range) mag between the bluest band and the ``mag_band``, spread over the bands in
-proportion to 1/wavelength (an attenuation A ~ 1/lambda). The drawn SED stays the member's total in every band:
-the nucleus takes its light from the rest of the member, so the integrated colours are those of a normal galaxy
-and only the colour *structure* differs. Its parameters come from their own random stream.
+``colour_excess`` ~ U(range) mag between :data:`NUCLEUS_BLUE_NM` (1.15 micron, F115W) and the ``mag_band``, spread
+over the bands in proportion to 1/wavelength (an attenuation A ~ 1/lambda; a fixed wavelength, not the bluest band
+present, so that a survey restricted to some of its bands draws the same nuclei in those bands). The drawn SED
+stays the member's total in every band: the nucleus takes its light from the rest of the member, so the
+integrated colours are those of a normal galaxy and only the colour *structure* differs. Its parameters come from
+their own random stream.
 """
 
 from __future__ import annotations
@@ -229,12 +231,16 @@ def draw_mergers(rng: np.random.Generator, cosmo: Cosmology, n_pairs: int, mag_l
 
 
 # ------------------------------------------------------------------------------------------ dusty nuclei
+#: the blue end (nm) of a nucleus' colour excess (the red end is the mag_band)
+NUCLEUS_BLUE_NM = 1150.0
+
+
 @dataclass(frozen=True)
 class NucleusConfig:
     """The ``embedded.merger_nucleus`` block (see the module docstring)."""
 
     share: tuple[float, float]           # of the member's mag_band flux in the nucleus, uniform
-    colour_excess: tuple[float, float]   # mag redder than the host, bluest band - mag_band, uniform
+    colour_excess: tuple[float, float]   # mag redder than the host, NUCLEUS_BLUE_NM - mag_band, uniform
     hlr_arcsec: float                    # the nucleus' half-light radius (exponential)
 
     @classmethod
@@ -258,19 +264,22 @@ class NucleusConfig:
 
 
 def nucleus_shares(share: np.ndarray, colour_excess: np.ndarray, wavelengths: Sequence[float],
-                   ref_wavelength: float) -> np.ndarray:
+                   ref_wavelength: float, blue_wavelength: float = NUCLEUS_BLUE_NM) -> np.ndarray:
     """``(n, n_bands)`` share of each band's flux in the nucleus, for nuclei holding ``share`` of the flux at
-    ``ref_wavelength`` and redder than their host by ``colour_excess`` mag between the bluest of ``wavelengths``
-    and ``ref_wavelength``, in proportion to 1/wavelength in between (0 at and beyond the reference).
+    ``ref_wavelength`` and redder than their host by ``colour_excess`` mag between ``blue_wavelength`` and
+    ``ref_wavelength``, in proportion to 1/wavelength (none at and beyond the reference; more below the blue end).
 
     With q = share / (1 - share) the nucleus-to-host flux ratio at the reference, it is
-    q 10^(-0.4 excess w) in a band with weight w = (1/lambda - 1/lambda_ref) / (1/lambda_blue - 1/lambda_ref) in
-    [0, 1], and the band's share q_b / (1 + q_b)."""
+    q 10^(-0.4 excess w) in a band with weight w = max(0, (1/lambda - 1/lambda_ref) / (1/lambda_blue -
+    1/lambda_ref)), and the band's share q_b / (1 + q_b)."""
     share = np.asarray(share, dtype=float)[:, None]
     excess = np.asarray(colour_excess, dtype=float)[:, None]
     inv = 1.0 / np.asarray(wavelengths, dtype=float)
-    inv_ref, inv_blue = 1.0 / float(ref_wavelength), inv.max()
-    w = np.clip((inv - inv_ref) / (inv_blue - inv_ref), 0.0, 1.0) if inv_blue > inv_ref else np.zeros_like(inv)
+    inv_ref, inv_blue = 1.0 / float(ref_wavelength), 1.0 / float(blue_wavelength)
+    if not inv_blue > inv_ref:
+        raise ConfigError(f"a dusty nucleus needs its reference band ({ref_wavelength:g} nm) redder than "
+                          f"{blue_wavelength:g} nm")
+    w = np.clip((inv - inv_ref) / (inv_blue - inv_ref), 0.0, None)
     q = share / (1.0 - share) * 10.0 ** (-0.4 * excess * w[None, :])
     return q / (1.0 + q)
 
