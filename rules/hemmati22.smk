@@ -260,10 +260,12 @@ rule hemmati22_metrics:
         isolated=rules.hemmati22_detect.output.isolated,
         photometry=f"{H22_DIR}/photometry.json",
         as_coded=rules.hemmati22_detect_as_coded.output.summary,
+        as_coded_blends=rules.hemmati22_detect_as_coded.output.blends,
         as_coded_photometry=f"{H22_DIR}/as_coded/photometry.json",
     output:
         metrics=f"{H22_DIR}/metrics.json",
         binned=f"{H22_DIR}/detection_fraction.parquet",
+        binned_as_coded=f"{H22_DIR}/as_coded/detection_fraction.parquet",
     params:
         study=config_slice("hemmati22", "gan_models"),
         code=code_version("steps/hemmati22/metrics.py"),
@@ -373,7 +375,8 @@ H22_FIGURES = {
     "hemmati22_fig5": dict(
         name="fig5_detection_fraction",
         title="Fig 5: detection fraction",
-        inputs=dict(binned=rules.hemmati22_metrics.output.binned),
+        inputs=dict(binned=rules.hemmati22_metrics.output.binned,
+                    binned_as_coded=rules.hemmati22_metrics.output.binned_as_coded),
     ),
     "hemmati22_fig6": dict(
         name="fig6_som",
@@ -490,7 +493,8 @@ rule hemmati22_photometry_as_coded:
         detections=rules.hemmati22_detect_as_coded.output.blends,
         peaks=rules.hemmati22_detect_as_coded.output.peaks,
     output:
-        f"{H22_DIR}/as_coded/photometry.json",
+        summary=f"{H22_DIR}/as_coded/photometry.json",
+        dominant=f"{H22_DIR}/as_coded/photometry_dominant.parquet",
     params:
         photometry=PHOT,
         study=config_slice("hemmati22", "survey", "band", "target", "gan_models"),
@@ -550,6 +554,8 @@ rule hemmati22_fig7:
         dominant=rules.hemmati22_photometry_summary.output.dominant,
         gp=rules.hemmati22_photometry_summary.output.gp,
         summary=rules.hemmati22_photometry_summary.output.summary,
+        as_coded=rules.hemmati22_photometry_as_coded.output.dominant,
+        as_coded_summary=rules.hemmati22_photometry_as_coded.output.summary,
     output:
         png=report(f"{H22_FIG}/fig7_photometry.png", caption="captions/hemmati22/fig7_photometry.rst",
                    category=H22_REPORT, subcategory=H22_FIG7_TITLE),

@@ -255,6 +255,33 @@ def test_fig5_detection_fraction(tmp_path):
     assert img.shape[1] > 2 * img.shape[0], "four columns"
 
 
+def test_fig5_draws_the_as_coded_protocol_dashed_in_the_method_colours(tmp_path, monkeypatch):
+    import matplotlib.colors as mcolors
+
+    tables = fig5_tables()
+    coded = {p: t.assign(fraction=np.where(t["method"] == "lo", 0.5, t["fraction"])) for p, t in tables.items()
+             if p in ("dmag", "dz")}
+    drawn = []
+    real_save = h22.save_figure
+    monkeypatch.setattr(h22, "save_figure", lambda fig, *a, **k: (drawn.append(fig.axes), real_save(fig, *a, **k))[1])
+    out = h22.fig5_detection_fraction(tables, tmp_path / "f5.png", reference=h22.PAPER_DETECTION_FRACTION,
+                                      as_coded=coded)
+    check_png(out)
+    axes = drawn[0]
+    curves = [a for a in axes if a.get_ylabel() != "N blends" and a.lines]
+    assert len(curves) == 4
+    for ax, param in zip(curves, h22.PARAMETERS):
+        dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+        assert len(dashed) == (3 if param in coded else 0), param
+        for ln in dashed:
+            if mcolors.same_color(ln.get_color(), h22.METHOD_COLOURS["lo"]):
+                assert np.allclose(ln.get_ydata(), 0.5)
+    with pytest.raises(FigureError, match="as_coded must be a dict"):
+        h22.fig5_detection_fraction(tables, tmp_path / "x.png", as_coded=[1])
+    with pytest.raises(FigureError, match=r"as_coded\['dz'\]: missing column"):
+        h22.fig5_detection_fraction(tables, tmp_path / "x.png", as_coded={"dz": tables["dz"].drop(columns="count")})
+
+
 def test_fig5_subset_labels_and_empty_bins(tmp_path):
     tables = fig5_tables()
     t = tables["dmag"].copy()

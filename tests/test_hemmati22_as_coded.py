@@ -208,3 +208,63 @@ def test_true_position_peaks_give_the_photometry_the_true_centres_on_the_low_res
     xy = positions_from_peaks(peaks, "g", 2, to_low=lambda x, y: (x / 3.0, y / 3.0))
     assert np.allclose(xy[0], [[10 / 3, 4.0], [20 / 3, 25 / 3]])
     assert np.allclose(xy[1], [[40 / 3, 41 / 3], [11.0, 10.0]])
+
+
+def test_binned_fractions_as_coded_counts_the_detected_booleans_in_our_bins():
+    from workflow_scripts.studies.hemmati22.metrics import binned_fractions
+
+    rng = np.random.default_rng(3)
+    n = 400
+    sep = rng.uniform(0.0, 3.0, n)
+    blends = pd.DataFrame({"sep_over_fwhm_sum": sep, "outcome_hi": np.where(sep > 0.5, "both", "one"),
+                           "outcome_lo": "none"})
+    # as coded: the low-res images find both galaxies only beyond 1.5; hi-res always
+    coded = pd.DataFrame({"n_peaks_hi": 2, "detected_hi": np.ones(n, bool), "detected_lo": sep > 1.5})
+    ours = binned_fractions(blends, ["sep_over_fwhm_sum"])
+    theirs = binned_fractions(blends, ["sep_over_fwhm_sum"], detected=coded)
+    assert set(theirs["method"]) == {"hi", "lo"}
+    for m in ("hi", "lo"):
+        a, b = ours[ours["method"] == m], theirs[theirs["method"] == m]
+        assert np.array_equal(a["left"].to_numpy(), b["left"].to_numpy())        # the same bins
+        assert np.array_equal(a["count"].to_numpy(), b["count"].to_numpy())
+    lo = theirs[theirs["method"] == "lo"]
+    for _, row in lo.iterrows():
+        inside = (sep >= row["left"]) & (sep < row["right"]) if row["right"] < lo["right"].max() else \
+            (sep >= row["left"]) & (sep <= row["right"])
+        assert row["fraction"] == pytest.approx((sep[inside] > 1.5).mean())
+    assert (theirs[theirs["method"] == "hi"]["fraction"] == 1.0).all()
+    with pytest.raises(StudyError, match="399 as-coded rows for 400 blends"):
+        binned_fractions(blends, ["sep_over_fwhm_sum"], detected=coded.iloc[1:])
+
+
+def test_authors_psf_fits_their_lowres_blends_where_the_true_target_psf_does_not(hsc):
+    """On low-res blends made as the authors' code made them (effective PSF ~0.3"), a fit at the two true centres with
+    the PSF their photometry declared (the 0.6" target PSF at a third of the pixel: ~0.2") recovers the fluxes of
+    GalSim exponentials; the true 0.6" PSF, far wider than these images', splits them wrongly."""
+    from workflow_scripts.photometry import FitSettings, get_engine
+    from workflow_scripts.studies.hemmati22.as_coded import AUTHORS_PSF_OVERSAMPLING, authors_psf
+    from workflow_scripts.studies.hemmati22.detect import lowres_psf
+
+    n, fluxes, sep = 12, (3000.0, 1200.0), (0.5, 0.0)        # arcsec: < the 0.6" target FWHM, > ~0.3"
+    psf_hst = galsim.Moffat(beta=3.0, fwhm=0.09)
+    gals = [galsim.Exponential(half_light_radius=0.12, flux=fluxes[0]),
+            galsim.Exponential(half_light_radius=0.08, flux=fluxes[1]).shift(*sep)]
+    hi = galsim.Convolve(galsim.Add(gals), psf_hst).drawImage(nx=N_HI, ny=N_HI, scale=HIRES, method="no_pixel")
+    cube = np.repeat(hi.array.astype(np.float32)[None, None], n, axis=0)
+    lo = degrade_as_coded(cube, ["F775W"], {"F775W": _psf()}, hsc, "i", HIRES, "moffat", 0.5,
+                          np.random.default_rng(5))[:, 0]
+    geo = lowres_geometry(N_HI, hsc, HIRES)
+    c = (N_HI - 1) / 2                                          # GalSim's centre of an even image, in hi-res px
+    xs, ys = geo.to_low(np.array([c, c + sep[0] / HIRES]), np.array([c, c + sep[1] / HIRES]))
+    positions = [np.column_stack([xs, ys])] * n
+    image, over = authors_psf(hsc, "i", "moffat")
+    assert over == AUTHORS_PSF_OVERSAMPLING == 3
+    assert np.array_equal(image, lowres_psf(hsc, "i", "moffat"))
+    errors = {}
+    for name, (psf, k) in {"authors": (image, over), "target": (image, 1)}.items():
+        res = get_engine("mixture", psf, FitSettings(model="exp"), psf_oversampling=k).fit(lo, positions, 0.5)
+        f = res.pivot(index="stamp", columns="object", values="flux").to_numpy()
+        errors[name] = np.median(np.abs(f / np.array(fluxes) - 1), axis=0)
+        print(name, "median |dF/F| per galaxy", errors[name])
+    assert errors["authors"][0] < 0.06 and errors["authors"][1] < 0.08
+    assert errors["target"][0] > 3 * errors["authors"][0] and errors["target"][1] > 3 * errors["authors"][1]

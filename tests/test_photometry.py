@@ -497,6 +497,38 @@ def test_fig7_is_drawn(tmp_path):
     assert out.stat().st_size > 20_000 and (tmp_path / "f.pdf").stat().st_size > 5_000
 
 
+def test_fig7_third_panel_shows_the_as_coded_runs_with_their_medians(tmp_path, monkeypatch):
+    from workflow_scripts.studies.hemmati22 import figures_photometry as f7
+    from workflow_scripts.studies.hemmati22.as_coded import dominants_on_subset
+
+    rng = np.random.default_rng(16)
+    mag = rng.uniform(21, 25, 60)
+    doms = {r: pd.DataFrame({"input_mag": mag, "measured_mag": mag, "measured": True}) for r in ("lo_at_lo", "lo_at_gan")}
+    curves = pd.DataFrame({"run": ["lo_at_lo"], "mag": [22.0], "mean": [0.0], "std": [0.1]})
+    flux = 10 ** (-0.4 * (mag - 25))
+    runs = {name: pd.DataFrame({"input_mag": mag, "input_flux": flux, "measured": True,
+                                "measured_flux": flux * (1 + err * rng.choice([-1, 1], 60))})
+            for name, err in (("lo_at_lo", np.linspace(0.2, 0.8, 60)), ("lo_at_gan", 0.05), ("lo_at_truth", 0.02))}
+    runs["lo_at_gan"].loc[30:, "measured"] = False     # the low-res peak's median counts blends measured in both
+    subset = np.arange(60) % 2 == 0
+    coded = dominants_on_subset(runs, subset)
+    assert len(coded) == 90 and set(coded["run"]) == set(runs) and (coded["index"] % 2 == 0).all()
+    drawn = []
+    real_save = f7.save_figure
+    monkeypatch.setattr(f7, "save_figure", lambda fig, *a, **k: (drawn.append(fig.axes), real_save(fig, *a, **k))[1])
+    summary = {"n_subset": 30, "n_measured": 30, "median_abs_dflux_lo_at_lo": 0.5, "median_abs_dflux_lo_at_gan": 0.05,
+               "improvement_factor": 10.0}
+    f7.fig7_photometry(doms, curves, tmp_path / "f.png", as_coded=coded, as_coded_summary=summary)
+    axes = drawn[0]
+    assert len(axes) == 3 and axes[2].get_yscale() == "log"
+    medians = sorted(ln.get_ydata()[0] for ln in axes[2].lines if ln.get_linestyle() == "--")
+    both = np.flatnonzero(subset[:30])
+    assert medians == pytest.approx([0.02, 0.05, np.median(np.linspace(0.2, 0.8, 60)[both])])
+    assert "x10.0" in axes[2].texts[0].get_text()
+    with pytest.raises(f7.FigureError, match="as-coded table needs columns"):
+        f7.fig7_photometry(doms, curves, tmp_path / "g.png", as_coded=coded.drop(columns="input_flux"))
+
+
 def test_photometry_config_is_validated(config):
     assert config["photometry"]["engine"] in ("auto", "ngmix", "mixture")
     bad = {**config, "photometry": {**config["photometry"], "engine": "sextractor"}}

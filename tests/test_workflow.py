@@ -162,6 +162,12 @@ def test_ci_deblending_study_end_to_end(ci_run: Path):
             "false_positive_rate_gan_as_coded", "photometry_improvement_as_coded",
             "photometry_improvement_as_coded_true_positions"} <= set(entries)
     assert coded["photometry"]["n_subset"] >= coded["photometry"]["n_measured"] >= 0
+    assert "a third" in entries["photometry_improvement_as_coded"]["what"] and "photom.py" in coded["photometry"]["psf"]
+    dom = pd.read_parquet(ci_run / "results/hemmati22/as_coded/photometry_dominant.parquet")
+    assert len(dom) == 3 * coded["photometry"]["n_subset"]        # three runs of the subset, for Fig 7
+    binned = pd.read_parquet(ci_run / "results/hemmati22/as_coded/detection_fraction.parquet")
+    assert {"hi", "lo"} <= set(binned["method"]) and set(binned["parameter"]) == set(
+        pd.read_parquet(ci_run / "results/hemmati22/detection_fraction.parquet")["parameter"])
     assert entries["detection_fraction_lo_as_coded"]["ours"] == coded["by_method"]["lo"]["detection_fraction"]
     one_band = [m for m, s in study["models"].items() if s["kind"] == "srgan" and s["bands"] == "one"]
     assert set(coded["by_method"]) == {"hi", "lo", *one_band}

@@ -19,8 +19,10 @@ def main(snakemake: Any, log: Any) -> None:
     gp = pd.read_parquet(snakemake.input.gp)
     summary = json.loads(open(snakemake.input.summary).read())
     dominants = {r: d.drop(columns="run") for r, d in dom.groupby("run", sort=False)}
+    coded = pd.read_parquet(snakemake.input.as_coded)
     fig7_photometry(dominants, gp, snakemake.output.png, snakemake.output.pdf, summary=summary,
-                    band=snakemake.params.band)
+                    band=snakemake.params.band, as_coded=coded if len(coded) else None,
+                    as_coded_summary=json.loads(open(snakemake.input.as_coded_summary).read()))
     log.info("wrote %s", snakemake.output.png)
 
 

@@ -74,18 +74,22 @@ def fig8(snakemake: Any, study: dict) -> None:
                   {"hi": "hi7", "lo": "lo7", "gan": study["gan_models"]["gan7"]})
 
 
-def _binned(snakemake: Any, rename: dict[str, str]) -> pd.DataFrame:
-    df = pd.read_parquet(snakemake.input.binned)
+def _binned(snakemake: Any, rename: dict[str, str], key: str = "binned") -> pd.DataFrame:
+    df = pd.read_parquet(snakemake.input[key])
     df = df[df["method"].isin(rename)].copy()
     df["method"] = df["method"].map(rename)
     return df
 
 
 def fig5(snakemake: Any, study: dict) -> None:
-    df = _binned(snakemake, {"hi": "hi", "lo": "lo", study["gan_models"]["gan"]: "gan"})
+    rename = {"hi": "hi", "lo": "lo", study["gan_models"]["gan"]: "gan"}
+    df = _binned(snakemake, rename)
+    coded = _binned(snakemake, rename, "binned_as_coded")
     binned = {p: df[df["parameter"] == p].drop(columns="parameter") for p in FIG5_PARAMETERS}
+    as_coded = {p: coded[coded["parameter"] == p].drop(columns="parameter") for p in FIG5_PARAMETERS}
     figs.fig5_detection_fraction(binned, snakemake.output.png, snakemake.output.pdf,
-                                 reference=PAPER["detection_fraction"])
+                                 reference=PAPER["detection_fraction"],
+                                 as_coded={p: t for p, t in as_coded.items() if len(t)})
 
 
 def fig9(snakemake: Any, study: dict) -> None:

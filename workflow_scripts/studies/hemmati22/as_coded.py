@@ -21,6 +21,10 @@ degraded correctly); they differ in what :mod:`..detect` and this module do with
   are matched.
 * **False positives** (:func:`summarise_as_coded`): single-galaxy stamps with more than one peak, **plus** blends
   with one peak in hi-res and in low-res but more than one in the GAN image, over all stamps of both samples.
+* **Photometry** (:func:`photometry_as_coded`): only blends with two hi-res, one low-res and two GAN peaks; the
+  dominant source fitted on their low-res images at the low-res peak and at the GAN peaks; median |dF/F|. Their
+  photom.py gives its HSC PSF image a third of the image's pixel scale, so the fit's PSF is three times narrower
+  than the target's (:func:`authors_psf`: ~0.2" for 0.6"), close to what their low-res images have.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from workflow_scripts.errors import StudyError
 from workflow_scripts.imaging.degrade import RebinGeometry, add_noise, integer_factor, matching_kernel, rebin_flux
 from workflow_scripts.imaging.stamps import nonfinite_stamps
 from workflow_scripts.surveys import Survey
+from workflow_scripts.studies.hemmati22.detect import lowres_psf
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,9 @@ log = logging.getLogger(__name__)
 KERNEL_SIZE_LOWRES = 17
 #: threshold rules of :func:`peaks_as_coded`: how the configured number relates a convolved pixel to the mean
 THRESHOLD_RULES = {"hi": "above_mean_times", "lo": "times_mean", "gan": "above_mean_by"}
+#: samples per low-res pixel the authors' photometry declared for its target-PSF image (photom.py: the PSF's
+#: Jacobian has a third of the image's pixel scale), i.e. the PSF it fitted with is 3x narrower than the target's
+AUTHORS_PSF_OVERSAMPLING = 3
 
 
 # -------------------------------------------------------------------------------------------- low-res images
@@ -232,6 +240,12 @@ def true_position_peaks(truth: pd.DataFrame, method: str) -> pd.DataFrame:
                          "x": xy[..., 0].ravel(), "y": xy[..., 1].ravel()})
 
 
+def authors_psf(target: Survey, target_band: str, profile: str) -> tuple[np.ndarray, int]:
+    """The PSF the authors' photometry fitted with: the target PSF sampled on the low-res grid, declared as sampled
+    :data:`AUTHORS_PSF_OVERSAMPLING` times per pixel (``psf`` of :func:`..photometry.run_photometry`)."""
+    return lowres_psf(target, target_band, profile), AUTHORS_PSF_OVERSAMPLING
+
+
 def _median_abs_dflux(dom: pd.DataFrame, mask: np.ndarray) -> float | None:
     rel = (dom["measured_flux"].to_numpy() - dom["input_flux"].to_numpy()) / dom["input_flux"].to_numpy()
     return float(np.median(np.abs(rel[mask]))) if mask.any() else None
@@ -264,6 +278,14 @@ def photometry_as_coded(dominants: Mapping[str, pd.DataFrame], subset: np.ndarra
     return out
 
 
-__all__ = ["photometry_as_coded", "photometry_subset", "KERNEL_SIZE_LOWRES", "THRESHOLD_RULES", "authors_stretch",
+def dominants_on_subset(dominants: Mapping[str, pd.DataFrame], subset: np.ndarray) -> pd.DataFrame:
+    """The runs' dominant sources (:func:`..photometry.dominant_source`) on the authors' subset as one long table,
+    with columns ``run`` and ``index`` (the blend): what Fig 7 draws for the protocol "as coded"."""
+    frames = [d.assign(run=name, index=np.arange(len(d)))[np.asarray(subset, dtype=bool)]
+              for name, d in dominants.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+__all__ = ["AUTHORS_PSF_OVERSAMPLING", "authors_psf", "dominants_on_subset", "photometry_as_coded", "photometry_subset", "KERNEL_SIZE_LOWRES", "THRESHOLD_RULES", "authors_stretch",
            "authors_tanh", "classify_as_coded", "degrade_as_coded", "detect_as_coded", "kernel_as_coded",
            "lowres_geometry", "method_images_as_coded", "peaks_as_coded", "summarise_as_coded", "true_position_peaks"]

@@ -491,19 +491,24 @@ def _label(key: str, labels: Mapping[str, str] | None, default: Mapping[str, str
 
 def fig5_detection_fraction(binned: Mapping[str, Any], out_png: str | Path, out_pdf: str | Path | None = None, *,
                             labels: Mapping[str, str] | None = None,
-                            reference: Mapping[str, float] | None = None, dpi: int = 150) -> Path:
+                            reference: Mapping[str, float] | None = None,
+                            as_coded: Mapping[str, Any] | None = None, dpi: int = 150) -> Path:
     """Blend detection fraction against the blend parameters (one column each) with counts per bin below.
 
     ``binned``: parameter name -> long-format table with :data:`BINNED_COLUMNS` (one row per bin and method,
     method in ``hi``/``lo``/``gan``). Columns follow :data:`PARAMETERS` order for the parameters present, then
     any others. ``labels`` overrides display names, keyed by parameter (x-axis label) or by method (legend).
-    ``reference``: method -> fraction drawn as a faint dashed horizontal line (e.g.
-    :data:`PAPER_DETECTION_FRACTION`). The counts row shows, per bin, the number of blends (largest count over
-    the methods).
+    ``reference``: method -> fraction drawn as a faint dotted horizontal line (e.g.
+    :data:`PAPER_DETECTION_FRACTION`). ``as_coded``: the same tables for the protocol "as coded", drawn dashed in
+    the same colours (no interval band) over the parameters they share with ``binned``. The counts row shows, per
+    bin, the number of blends (largest count over the methods).
     """
     if not isinstance(binned, Mapping) or not binned:
         raise FigureError("fig5: no binned tables given (expected a dict parameter -> DataFrame)")
     tables = {str(k): _check_binned(v, f"binned[{k!r}]") for k, v in binned.items()}
+    if as_coded is not None and not isinstance(as_coded, Mapping):
+        raise FigureError(f"fig5: as_coded must be a dict parameter -> DataFrame, got {type(as_coded).__name__}")
+    coded = {str(k): _check_binned(v, f"as_coded[{k!r}]") for k, v in (as_coded or {}).items()}
     params = [p for p in PARAMETERS if p in tables] + [p for p in tables if p not in PARAMETERS]
     ref = _check_reference(reference)
 
@@ -517,13 +522,18 @@ def fig5_detection_fraction(binned: Mapping[str, Any], out_png: str | Path, out_
         df = tables[p]
         ax = fig.add_subplot(grid[0, c])
         ax_n = fig.add_subplot(grid[1, c], sharex=ax)
+        colours = {}
         for m in _method_order(list(df["method"].unique())):
-            colour = METHOD_COLOURS.get(m, f"C{len(handles) % 10}")
-            _fraction_curve(ax, df[df["method"] == m], colour, _label(m, labels, METHOD_LABELS))
+            colours[m] = METHOD_COLOURS.get(m, f"C{len(handles) % 10}")
+            _fraction_curve(ax, df[df["method"] == m], colours[m], _label(m, labels, METHOD_LABELS))
             if m in ref:
-                ax.axhline(ref[m], color=colour, lw=1.0, ls="--", alpha=0.35, zorder=0)
+                ax.axhline(ref[m], color=colours[m], lw=1.0, ls=":", alpha=0.5, zorder=0)
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
+        if p in coded:
+            for m in _method_order(list(coded[p]["method"].unique())):
+                _fraction_curve(ax, coded[p][coded[p]["method"] == m], colours.get(m, "0.4"), "_nolegend_",
+                                band=False, lw=1.3, ls="--", marker=None)
         _counts(ax_n, df, color="0.6", edgecolor="0.3", lw=0.6)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlim(float(df["left"].min()), float(df["right"].max()))
@@ -536,7 +546,10 @@ def fig5_detection_fraction(binned: Mapping[str, Any], out_png: str | Path, out_
             ax_n.set_ylabel("N blends", fontsize=10)
         else:
             ax.tick_params(labelleft=False)
-    extra = [Line2D([], [], color="0.4", ls="--", lw=1.0, alpha=0.6, label="paper (headline)")] if ref else []
+    extra = [Line2D([], [], color="0.4", ls=":", lw=1.0, alpha=0.7, label="paper (headline)")] if ref else []
+    if coded:
+        extra = [Line2D([], [], color="0.4", ls="-", lw=1.8, label="ours (as described)"),
+                 Line2D([], [], color="0.4", ls="--", lw=1.3, label="as the authors' code did"), *extra]
     fig.legend(handles=list(handles.values()) + extra, labels=list(handles) + [e.get_label() for e in extra],
                loc="upper center", ncol=len(handles) + len(extra), fontsize=10, frameon=False,
                bbox_to_anchor=(0.5, 0.995))

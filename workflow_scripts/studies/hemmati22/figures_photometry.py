@@ -27,7 +27,7 @@ from scipy.stats import gaussian_kde  # noqa: E402
 from workflow_scripts.plotting.save import FigureError, save_figure  # noqa: E402
 from workflow_scripts.studies.hemmati22.paper import PAPER_PHOTOMETRY, RUN_COLOURS, RUN_LABELS  # noqa: E402
 
-__all__ = ["fig7_photometry", "RUN_COLOURS", "RUN_LABELS", "SIGMA_LEVELS"]
+__all__ = ["AS_CODED_RUNS", "fig7_photometry", "RUN_COLOURS", "RUN_LABELS", "SIGMA_LEVELS"]
 
 #: fractions of a 2-D Gaussian within 1 and 2 sigma
 SIGMA_LEVELS = (1 - np.exp(-0.5), 1 - np.exp(-2.0))
@@ -66,11 +66,18 @@ def _contours(ax: plt.Axes, x: np.ndarray, y: np.ndarray, colour: str) -> None:
 
 
 def fig7_photometry(dominants: Mapping[str, Any], gp: Any, out_png: str | Path, out_pdf: str | Path | None = None,
-                    *, summary: Mapping[str, Any] | None = None, band: str = "", dpi: int = 150) -> Path:
+                    *, summary: Mapping[str, Any] | None = None, band: str = "", as_coded: Any = None,
+                    as_coded_summary: Mapping[str, Any] | None = None, dpi: int = 150) -> Path:
     """Fig 7 from per-run dominant-source tables (:func:`~workflow_scripts.studies.hemmati22.photometry.dominant_source`) and
-    the GP curves (columns run, mag, mean, std); ``summary``: photometry.json for the text box."""
+    the GP curves (columns run, mag, mean, std); ``summary``: photometry.json for the text box. ``as_coded``: the
+    protocol "as coded" (:func:`..as_coded.dominants_on_subset`, with its photometry.json as
+    ``as_coded_summary``), drawn in a third panel: |dF/F| of the dominant source on the authors' subset."""
     doms, gp = _check(dominants, gp)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11.5, 5.0))
+    coded = _check_as_coded(as_coded)
+    fig, axes = plt.subplots(1, 3 if coded is not None else 2, figsize=(17.0 if coded is not None else 11.5, 5.0))
+    ax1, ax2 = axes[:2]
+    if coded is not None:
+        _as_coded_panel(axes[2], coded, as_coded_summary or {}, band)
     all_x, all_y = [], []
     order = [r for r in ("hi_at_hi", "lo_at_lo", "lo_at_gan") if r in doms] + \
         [r for r in doms if r not in ("hi_at_hi", "lo_at_lo", "lo_at_gan")]
@@ -125,6 +132,61 @@ def fig7_photometry(dominants: Mapping[str, Any], gp: Any, out_png: str | Path, 
                  family="monospace", bbox=dict(boxstyle="round", facecolor="white", alpha=0.85))
     fig.tight_layout()
     return save_figure(fig, out_png, out_pdf, dpi)
+
+
+#: runs of the protocol "as coded" (steps/hemmati22/photometry_as_coded.py): label, colour
+AS_CODED_RUNS = {"lo_at_lo": ("low-res peak", "tab:red"), "lo_at_gan": ("GAN peaks", "tab:blue"),
+                 "lo_at_truth": ("true centres", "tab:green")}
+
+
+def _check_as_coded(table: Any) -> pd.DataFrame | None:
+    if table is None:
+        return None
+    need = {"run", "input_mag", "input_flux", "measured_flux", "measured"}
+    if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
+        raise FigureError(f"fig7: the as-coded table needs columns {sorted(need)}")
+    return table
+
+
+def _as_coded_panel(ax: plt.Axes, table: pd.DataFrame, summary: Mapping[str, Any], band: str) -> None:
+    """|dF/F| of the dominant source against its input magnitude, one colour per run (every blend the run
+    measured), and as dashed lines the medians the summary compares: the low-res peak and the GAN peaks over the
+    blends measured in both, the true centres over those measured there and at the low-res peak."""
+    key = "index" if "index" in table.columns else None
+    rel, measured = {}, {}
+    for run in AS_CODED_RUNS:
+        d = table[table["run"] == run]
+        idx = d[key].to_numpy() if key else np.arange(len(d))
+        rel[run] = pd.Series(np.abs(d["measured_flux"].to_numpy(float) / d["input_flux"].to_numpy(float) - 1.0),
+                             index=idx)
+        measured[run] = pd.Series(d["measured"].to_numpy(bool), index=idx)
+    for run, (label, colour) in AS_CODED_RUNS.items():
+        if run not in rel or not measured[run].any():
+            continue
+        d = table[(table["run"] == run) & table["measured"].astype(bool)]
+        ax.scatter(d["input_mag"].to_numpy(float), np.clip(rel[run][measured[run]].to_numpy(), 1e-3, None), s=14,
+                   color=colour, alpha=0.7, lw=0, label=f"{label} ({len(d)})")
+        partner = "lo_at_truth" if run == "lo_at_truth" else "lo_at_gan"
+        if "lo_at_lo" in measured and partner in measured:
+            both = measured["lo_at_lo"] & measured[partner].reindex(measured["lo_at_lo"].index, fill_value=False)
+            if both.any():
+                ax.axhline(float(np.median(rel[run].reindex(both.index)[both])), color=colour, lw=1.2, ls="--")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"input magnitude of the dominant source{f' ({band})' if band else ''}")
+    ax.set_ylabel("|F_measured / F_input \u2212 1|")
+    ax.set_title(f"as the authors' code did: {summary.get('n_subset', '?')} blends with 2 hi / 1 lo / 2 GAN peaks",
+                 fontsize=10)
+    ax.legend(loc="lower left", fontsize=8)
+    lines = [f"median |dF/F| (dashed), {summary.get('n_measured', '?')} blends:",
+             f"low-res peak {_fmt(summary.get('median_abs_dflux_lo_at_lo'))}",
+             f"GAN peaks    {_fmt(summary.get('median_abs_dflux_lo_at_gan'))}"
+             f"  x{_fmt(summary.get('improvement_factor'), '.1f')}"]
+    if summary.get("median_abs_dflux_lo_at_truth") is not None:
+        lines.append(f"true centres {_fmt(summary.get('median_abs_dflux_lo_at_truth'))}"
+                     f"  x{_fmt(summary.get('improvement_factor_true_positions'), '.1f')}")
+    lines.append(f"paper: {PAPER_PHOTOMETRY['improvement_factor']}x")
+    ax.text(0.98, 0.98, "\n".join(lines), transform=ax.transAxes, ha="right", va="top", fontsize=8, family="monospace",
+            bbox=dict(boxstyle="round", facecolor="white", alpha=0.85))
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 
+from workflow_scripts.errors import StudyError
 from workflow_scripts.metrics import entry
 from workflow_scripts.studies.hemmati22.paper import FIG5_PARAMETERS, PAPER, PAPER_PHOTOMETRY
 
@@ -30,17 +31,29 @@ def methods_of(blends: pd.DataFrame) -> list[str]:
     return [c.removeprefix("outcome_") for c in blends.columns if c.startswith("outcome_")]
 
 
-def binned_fractions(blends: pd.DataFrame, parameters: Sequence[str] = FIG5_PARAMETERS) -> pd.DataFrame:
-    """Detection fraction of every method in bins of every parameter, long format (the figures' input)."""
+def binned_fractions(blends: pd.DataFrame, parameters: Sequence[str] = FIG5_PARAMETERS, *,
+                     detected: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Detection fraction of every method in bins of every parameter, long format (the figures' input).
+
+    ``detected``: the protocol "as coded" (:func:`..as_coded.detect_as_coded`'s blend table, one row per blend in
+    the order of ``blends``): its ``detected_{method}`` booleans replace the ``outcome_{method}`` columns, over
+    the same bins, so that both protocols can be drawn side by side."""
     from workflow_scripts.detection import detection_fraction
 
+    if detected is None:
+        outcomes = {m: blends[f"outcome_{m}"].to_numpy() for m in methods_of(blends)}
+    else:
+        if len(detected) != len(blends):
+            raise StudyError(f"binned_fractions: {len(detected)} as-coded rows for {len(blends)} blends")
+        outcomes = {c.removeprefix("detected_"): detected[c].to_numpy(dtype=bool)
+                    for c in detected.columns if c.startswith("detected_")}
     rows = []
     for param in parameters:
         values = blends[param].to_numpy(dtype=float)
         finite = values[np.isfinite(values)]
         edges = np.linspace(*np.percentile(finite, BIN_PERCENTILES), N_BINS + 1)
-        for method in methods_of(blends):
-            df = detection_fraction(blends[f"outcome_{method}"].to_numpy(), values, edges)
+        for method, outcome in outcomes.items():
+            df = detection_fraction(outcome, values, edges)
             df = df.rename(columns={"bin_lo": "left", "bin_hi": "right", "bin_centre": "centre",
                                     "ci_lo": "ci_low", "ci_hi": "ci_high"})
             df.insert(0, "method", method)
@@ -125,7 +138,7 @@ def as_coded_entries(as_coded: Mapping[str, Any], gan_models: Mapping[str, str])
         imp = phot["improvement_factor"]
         out.append(entry("photometry_improvement_as_coded", "median |dF/F| of the dominant source, low-res vs GAN "
                          f"positions, on the authors' subset ({phot.get('n_measured', 0)} blends with 2 hi, 1 lo "
-                         "and 2 GAN peaks)", f"{PAPER_PHOTOMETRY['improvement_factor']}x", imp, "x",
+                         "and 2 GAN peaks), fitted with their PSF (the target's at a third of the pixel)", f"{PAPER_PHOTOMETRY['improvement_factor']}x", imp, "x",
                          f">= {AS_CODED_PHOTOMETRY_MIN:g}", None if imp is None else imp >= AS_CODED_PHOTOMETRY_MIN))
     if "improvement_factor_true_positions" in phot:
         out.append(entry("photometry_improvement_as_coded_true_positions", "the same with the two true centres in "

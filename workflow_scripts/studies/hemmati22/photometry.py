@@ -285,12 +285,13 @@ def fit_settings(phot: Mapping[str, Any], device: str) -> FitSettings:
 
 def run_photometry(name: str, hi: BlendSet, lo: CutoutSet, peaks: pd.DataFrame, epsf: Any, *, survey: Survey,
                    target: Survey, study: Mapping[str, Any], phot: Mapping[str, Any], device: str,
-                   seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+                   seed: int, psf: tuple[np.ndarray, int] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One photometry run (:data:`RUNS`) of every blend: the run's table (:func:`blend_photometry`) and the facts
     to keep beside it (engine, model, band, zeropoint, pixel scale, the engine's timing).
 
     ``hi``/``lo``: the blends in hi and low resolution; ``peaks``: the detection's peaks table; ``epsf``: the
-    empirical PSF of the study's band (the hi-res fit's PSF; the low-res fits use the target survey's PSF)."""
+    empirical PSF of the study's band (the hi-res fit's PSF; the low-res fits use the target survey's PSF).
+    ``psf``: (image, samples per pixel of the fitted grid) to fit with in place of the run's own PSF."""
     if name not in RUNS:
         raise PhotometryError(f"unknown photometry run {name!r} (use one of {', '.join(RUNS)})")
     grid, kind = RUNS[name]
@@ -308,6 +309,8 @@ def run_photometry(name: str, hi: BlendSet, lo: CutoutSet, peaks: pd.DataFrame, 
         psf_image, oversampling = epsf.epsf, epsf.oversampling
         scale = survey.pixel_scale
         positions = positions_from_peaks(peaks, "hi", n)
+    if psf is not None:
+        psf_image, oversampling = np.asarray(psf[0]), int(psf[1])
     sigma = noise_sigma(images)
     engine = get_engine(phot["engine"], psf_image, fit_settings(phot, device), psf_oversampling=oversampling,
                         psf_ngauss=phot["psf_ngauss"], seed=seed)
