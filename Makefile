@@ -2,7 +2,8 @@
 # Both create the virtual environment on first use (pinned dependencies; torch 2.13.0 CPU wheel).
 PYTHON ?= python3
 VENV   ?= .venv
-CORES  ?= 8
+# this machine's CPUs: the demo's jobs, 1-thread trainings included, run side by side on them
+CORES  ?= $(shell nproc 2>/dev/null || echo 8)
 BIN    := $(VENV)/bin
 
 .PHONY: demo test install clean

@@ -234,7 +234,7 @@ def test_step_adapter(tmp_path, config):
     snakemake = SimpleNamespace(
         input=SimpleNamespace(image=str(image), rms=str(image).replace(".fits", ".rms.fits")),
         output=SimpleNamespace(fits=str(out / "F775W.fits"), json=str(out / "F775W.json")),
-        params=step_params(config, "goodss", psf={**config["psf"], "max_iters": 2}),  # EPSF itself tested above
+        params=step_params(config, "goodss", psf={**config["psf"], "max_iters": 2, "max_stars": 10}),  # EPSF: above
         wildcards=SimpleNamespace(survey="goodss", field="goodss", band="F775W"),
         log=[], rule="psf",
     )
@@ -242,6 +242,6 @@ def test_step_adapter(tmp_path, config):
 
     step.main(snakemake, logging.getLogger("test"))
     summary = json.loads((out / "F775W.json").read_text())
-    assert summary["survey"] == "goodss" and summary["n_stars"] >= config["psf"]["min_stars"]
+    assert summary["survey"] == "goodss" and config["psf"]["min_stars"] <= summary["n_stars"] <= 10   # psf.max_stars
     assert summary["fwhm_configured_arcsec"] == pytest.approx(0.09)
     assert fits.getheader(out / "F775W.fits")["FILTER"] == "F775W"
