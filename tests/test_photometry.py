@@ -503,7 +503,8 @@ def test_fig7_third_panel_shows_the_as_coded_runs_with_their_medians(tmp_path, m
 
     rng = np.random.default_rng(16)
     mag = rng.uniform(21, 25, 60)
-    doms = {r: pd.DataFrame({"input_mag": mag, "measured_mag": mag, "measured": True}) for r in ("lo_at_lo", "lo_at_gan")}
+    doms = {r: pd.DataFrame({"input_mag": mag, "measured_mag": mag, "measured": True})
+            for r in ("lo_at_lo", "lo_at_gan")}
     curves = pd.DataFrame({"run": ["lo_at_lo"], "mag": [22.0], "mean": [0.0], "std": [0.1]})
     flux = 10 ** (-0.4 * (mag - 25))
     runs = {name: pd.DataFrame({"input_mag": mag, "input_flux": flux, "measured": True,

@@ -42,8 +42,8 @@ from workflow_scripts.detection import classify_blends, classify_isolated, truth
 from workflow_scripts.errors import StudyError
 from workflow_scripts.imaging.degrade import RebinGeometry, add_noise, integer_factor, matching_kernel, rebin_flux
 from workflow_scripts.imaging.stamps import nonfinite_stamps
-from workflow_scripts.surveys import Survey
 from workflow_scripts.studies.hemmati22.detect import lowres_psf
+from workflow_scripts.surveys import Survey
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +286,7 @@ def dominants_on_subset(dominants: Mapping[str, pd.DataFrame], subset: np.ndarra
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["AUTHORS_PSF_OVERSAMPLING", "authors_psf", "dominants_on_subset", "photometry_as_coded", "photometry_subset", "KERNEL_SIZE_LOWRES", "THRESHOLD_RULES", "authors_stretch",
-           "authors_tanh", "classify_as_coded", "degrade_as_coded", "detect_as_coded", "kernel_as_coded",
-           "lowres_geometry", "method_images_as_coded", "peaks_as_coded", "summarise_as_coded", "true_position_peaks"]
+__all__ = ["AUTHORS_PSF_OVERSAMPLING", "authors_psf", "dominants_on_subset", "photometry_as_coded", "photometry_subset",
+           "KERNEL_SIZE_LOWRES", "THRESHOLD_RULES", "authors_stretch", "authors_tanh", "classify_as_coded",
+           "degrade_as_coded", "detect_as_coded", "kernel_as_coded", "lowres_geometry", "method_images_as_coded",
+           "peaks_as_coded", "summarise_as_coded", "true_position_peaks"]
