@@ -142,7 +142,7 @@ AS_CODED_RUNS = {"lo_at_lo": ("low-res peak", "tab:red"), "lo_at_gan": ("GAN pea
 def _check_as_coded(table: Any) -> pd.DataFrame | None:
     if table is None:
         return None
-    need = {"run", "input_mag", "input_flux", "measured_flux", "measured"}
+    need = {"run", "index", "input_mag", "input_flux", "measured_flux", "measured"}
     if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
         raise FigureError(f"fig7: the as-coded table needs columns {sorted(need)}")
     return table
@@ -152,25 +152,19 @@ def _as_coded_panel(ax: plt.Axes, table: pd.DataFrame, summary: Mapping[str, Any
     """|dF/F| of the dominant source against its input magnitude, one colour per run (every blend the run
     measured), and as dashed lines the medians the summary compares: the low-res peak and the GAN peaks over the
     blends measured in both, the true centres over those measured there and at the low-res peak."""
-    key = "index" if "index" in table.columns else None
-    rel, measured = {}, {}
-    for run in AS_CODED_RUNS:
-        d = table[table["run"] == run]
-        idx = d[key].to_numpy() if key else np.arange(len(d))
-        rel[run] = pd.Series(np.abs(d["measured_flux"].to_numpy(float) / d["input_flux"].to_numpy(float) - 1.0),
-                             index=idx)
-        measured[run] = pd.Series(d["measured"].to_numpy(bool), index=idx)
+    t = table.assign(rel=np.abs(table["measured_flux"].to_numpy(float) / table["input_flux"].to_numpy(float) - 1.0),
+                     measured=table["measured"].astype(bool))
+    rel = t.pivot(index="index", columns="run", values="rel")
+    ok = t.pivot(index="index", columns="run", values="measured").fillna(False).astype(bool)
     for run, (label, colour) in AS_CODED_RUNS.items():
-        if run not in rel or not measured[run].any():
+        d = t[(t["run"] == run) & t["measured"]]
+        if not len(d):
             continue
-        d = table[(table["run"] == run) & table["measured"].astype(bool)]
-        ax.scatter(d["input_mag"].to_numpy(float), np.clip(rel[run][measured[run]].to_numpy(), 1e-3, None), s=14,
-                   color=colour, alpha=0.7, lw=0, label=f"{label} ({len(d)})")
+        ax.scatter(d["input_mag"].to_numpy(float), np.clip(d["rel"].to_numpy(), 1e-3, None), s=14, color=colour,
+                   alpha=0.7, lw=0, label=f"{label} ({len(d)})")
         partner = "lo_at_truth" if run == "lo_at_truth" else "lo_at_gan"
-        if "lo_at_lo" in measured and partner in measured:
-            both = measured["lo_at_lo"] & measured[partner].reindex(measured["lo_at_lo"].index, fill_value=False)
-            if both.any():
-                ax.axhline(float(np.median(rel[run].reindex(both.index)[both])), color=colour, lw=1.2, ls="--")
+        if {"lo_at_lo", partner} <= set(ok.columns) and (both := ok["lo_at_lo"] & ok[partner]).any():
+            ax.axhline(float(np.median(rel.loc[both, run])), color=colour, lw=1.2, ls="--")
     ax.set_yscale("log")
     ax.set_xlabel(f"input magnitude of the dominant source{f' ({band})' if band else ''}")
     ax.set_ylabel("|F_measured / F_input \u2212 1|")
