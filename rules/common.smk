@@ -6,6 +6,14 @@ from workflow_scripts import io as boundary
 from workflow_scripts.code_version import code_version as _code_version
 from workflow_scripts.config import lineage_hash
 
+# Scheduling only (no output depends on it): among the jobs that are ready, Snakemake starts those of higher priority
+# first. "start": the PSFs and the cheap jobs at the head of each study's chain, so that every training can start
+# early (left to the default order, the last GOODS-S PSF ran after 7 minutes of other jobs and the pix2pix training
+# after 19 of 30); "tail": the deblending study's jobs after its GANs (inference, detection, photometry: ~7 minutes
+# in a row), so that they do not wait behind the other studies' trainings; "train": the deblending GANs, whose
+# tail is the longest, before the other trainings.
+PRIORITY = {"psf": 30, "start": 20, "tail": 10, "train": 5}
+
 
 def band_file(survey, field, band):
     return str(boundary.band_path(DATA, survey, field, band))

@@ -141,6 +141,7 @@ rule psf:
         f"{LOGS}/psf/{{survey}}_{{field}}_{{band}}.log",
     benchmark:
         f"{BENCH}/psf/{{survey}}_{{field}}_{{band}}.tsv"
+    priority: PRIORITY["psf"]
     threads: 1
     resources:
         mem_mb=lambda w: band_mem_mb(SURVEYS[w.survey]),

@@ -42,6 +42,7 @@ rule hemmati22_cutouts:
         f"{LOGS}/hemmati22/cutouts.log",
     benchmark:
         f"{BENCH}/hemmati22/cutouts.tsv"
+    priority: PRIORITY["start"]
     threads: 1
     resources:
         mem_mb=mosaic_mem_mb(H22_SURVEY, copies=2),
@@ -74,6 +75,7 @@ rule hemmati22_samples:
         f"{LOGS}/hemmati22/samples.log",
     benchmark:
         f"{BENCH}/hemmati22/samples.tsv"
+    priority: PRIORITY["start"]
     threads: 1
     resources:
         mem_mb=2000 + (H22["n_blends"] + H22["n_isolated"]) * len(H22_SURVEY.bands) * 64 * 64 * 4 * 3 // 2**20,
@@ -108,6 +110,7 @@ rule hemmati22_train:
         f"{LOGS}/hemmati22/train_{{model}}.log",
     benchmark:
         f"{BENCH}/hemmati22/train_{{model}}.tsv"
+    priority: PRIORITY["train"]
     threads: H22_RES["threads"]
     retries: 2
     resources:
@@ -144,6 +147,7 @@ rule hemmati22_infer:
         f"{LOGS}/hemmati22/infer_{{model}}_{{sample}}.log",
     benchmark:
         f"{BENCH}/hemmati22/infer_{{model}}_{{sample}}.tsv"
+    priority: PRIORITY["tail"]
     threads: H22_RES["threads"]
     resources:
         gpu=H22_RES["gpu"],
@@ -179,6 +183,7 @@ rule hemmati22_detect:
         f"{LOGS}/hemmati22/detect.log",
     benchmark:
         f"{BENCH}/hemmati22/detect.tsv"
+    priority: PRIORITY["tail"]
     threads: 1
     resources:
         mem_mb=2000 + (H22["n_blends"] + H22["n_isolated"]) * len(H22_SURVEY.bands) * 64 * 64 * 4 * 4 // 2**20,
@@ -474,6 +479,7 @@ rule hemmati22_photometry:
         f"{LOGS}/hemmati22/photometry_{{run}}.log",
     benchmark:
         f"{BENCH}/hemmati22/photometry_{{run}}.tsv"
+    priority: PRIORITY["tail"]
     threads: PHOT_RES["threads"]
     resources:
         gpu=PHOT_RES["gpu"],
@@ -538,6 +544,7 @@ rule hemmati22_photometry_summary:
         f"{LOGS}/hemmati22/photometry_summary.log",
     benchmark:
         f"{BENCH}/hemmati22/photometry_summary.tsv"
+    priority: PRIORITY["tail"]
     threads: 1
     resources:
         mem_mb=2000,

@@ -31,6 +31,7 @@ rule smith_geach19_prepare:
         f"{LOGS}/smith_geach19/prepare.log",
     benchmark:
         f"{BENCH}/smith_geach19/prepare.tsv"
+    priority: PRIORITY["start"]
     threads: 1
     resources:
         mem_mb=mosaic_mem_mb(SG19_SURVEY, copies=3),

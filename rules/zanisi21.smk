@@ -97,6 +97,7 @@ rule zanisi21_stamps:
         f"{LOGS}/zanisi21/stamps.log",
     benchmark:
         f"{BENCH}/zanisi21/stamps.tsv"
+    priority: PRIORITY["start"]
     threads: 1
     resources:
         mem_mb=band_mem_mb(ZA21_SURVEY, copies=8),
@@ -221,7 +222,7 @@ rule zanisi21_score:
         f"{LOGS}/zanisi21/score_{{set}}.log",
     benchmark:
         f"{BENCH}/zanisi21/score_{{set}}.tsv"
-    threads: 2
+    threads: 1  # as pearce_casey23_predict: a 2-thread job on 2 cores waits for both to be idle
     resources:
         mem_mb=3000,
         runtime=30,
