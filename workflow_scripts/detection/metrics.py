@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.special import ndtri  # the normal quantile (scipy.stats.norm.ppf) without scipy.stats' ~1.5 s import
 
 
 from workflow_scripts.detection.matching import BLEND_OUTCOMES
@@ -28,7 +28,7 @@ def wilson_interval(k: Any, n: Any, confidence: float = DEFAULT_CONFIDENCE) -> t
         raise DetectionError(f"confidence must be in (0, 1), got {confidence}")
     k = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
-    z = float(norm.ppf(0.5 + confidence / 2.0))
+    z = float(ndtri(0.5 + confidence / 2.0))
     with np.errstate(divide="ignore", invalid="ignore"):
         p = k / n
         denom = 1.0 + z * z / n

@@ -48,11 +48,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import galsim
 import numpy as np
-from photutils.psf_matching import TopHatWindow, make_kernel
-from scipy.signal import fftconvolve
 from tqdm.auto import tqdm
+
+# galsim, photutils and scipy.signal are imported in the functions that use them: together ~3 s per process, paid
+# by every job that imports this module only for its geometry or to read stamps (figures, inference, detection)
 
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.surveys import Survey
@@ -103,7 +103,9 @@ class DegradeError(PipelineError):
 
 
 # ------------------------------------------------------------------------------------------- PSF matching
-def _target_profile(fwhm_arcsec: float, profile: str, beta: float) -> galsim.GSObject:
+def _target_profile(fwhm_arcsec: float, profile: str, beta: float) -> Any:
+    import galsim
+
     if profile == "moffat":
         return galsim.Moffat(beta=beta, fwhm=fwhm_arcsec)
     if profile == "gaussian":
@@ -166,6 +168,8 @@ def matching_kernel(source_psf: np.ndarray, target_fwhm_arcsec: float, pixel_sca
         raise DegradeError(f"the target FWHM {target_fwhm_arcsec}\" ({target_fwhm_arcsec / pixel_scale:.2f} px) is "
                            f"not broader than the source PSF (~{fwhm_src_px:.2f} px): nothing to match")
     tgt = target_psf_image(target_fwhm_arcsec, pixel_scale, size, profile=profile, beta=beta)
+    from photutils.psf_matching import TopHatWindow, make_kernel
+
     win = TopHatWindow(DEFAULT_WINDOW_BETA) if isinstance(window, str) and window == "default" else window
     kernel = make_kernel(src, tgt, window=win, regularization=regularization)
     return np.asarray(kernel, dtype=np.float64)
@@ -306,6 +310,8 @@ def residual_sigma(kernel: np.ndarray, hires_sigma: float, geometry: RebinGeomet
     """
     geo = geometry or RebinGeometry()
     r = geo.matrix()[geo.n_out // 2]
+    from scipy.signal import fftconvolve
+
     w = fftconvolve(np.outer(r, r), np.asarray(kernel, dtype=np.float64), mode="full")
     return float(hires_sigma) * float(np.sqrt((w**2).sum()))
 
@@ -397,6 +403,8 @@ def degrade(cube: np.ndarray, source_psf: np.ndarray | Sequence[np.ndarray], hsc
                         window=window)
         for p, tb in zip(psfs, tbands)
     ])
+    from scipy.signal import fftconvolve
+
     low = np.empty((x.shape[0], n_bands, geo.n_out, geo.n_out), dtype=np.float32)
     r = geo.matrix().astype(np.float32)
     kb = kernels[None].astype(np.float32)

@@ -57,13 +57,13 @@ import math
 from typing import Any
 
 import numpy as np
-from photutils.psf_matching import SplitCosineBellWindow, make_kernel
-from scipy.signal import oaconvolve
 
 from workflow_scripts.data.psf import EPSFResult, PSFError, measure_fwhm
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.imaging.degrade import _fit_to_size
 from workflow_scripts.io import Mosaic
+
+# photutils and scipy.signal are imported in the functions that use them (~3 s per process, as in .degrade)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class PSFMatchError(PipelineError):
 
 
 # ---------------------------------------------------------------------------------------------- kernels
-def default_window(target_fwhm_px: float, size: int) -> SplitCosineBellWindow | None:
+def default_window(target_fwhm_px: float, size: int) -> Any:
     """The default window for a target PSF of ``target_fwhm_px`` (native pixels) on a ``size``-pixel kernel.
 
     A :class:`~photutils.psf_matching.SplitCosineBellWindow`, 1 below ``WINDOW_FLAT / target_fwhm_px`` and 0 above
@@ -121,6 +121,8 @@ def default_window(target_fwhm_px: float, size: int) -> SplitCosineBellWindow | 
     beta = WINDOW_FLAT / target_fwhm_px * to_fraction
     if beta >= 1.0:
         return None
+    from photutils.psf_matching import SplitCosineBellWindow
+
     alpha = min(WINDOW_ZERO / target_fwhm_px * to_fraction, 1.0) - beta
     return SplitCosineBellWindow(alpha=alpha, beta=beta)
 
@@ -208,6 +210,8 @@ def matching_kernel_to(source_psf: np.ndarray, target_psf: np.ndarray, *, window
         log.info("%s and %s have the same FWHM (%s vs %s, within %.0f %%): delta kernel", source_name, target_name,
                  _fmt_fwhm(fwhm_s, pixel_scale), _fmt_fwhm(fwhm_t, pixel_scale), 100 * same_tolerance)
         return delta_kernel(n)
+    from photutils.psf_matching import make_kernel
+
     win = default_window(fwhm_t, n) if isinstance(window, str) and window == "default" else window
     try:
         kernel = make_kernel(src, tgt, window=win, regularization=regularization)
@@ -270,6 +274,8 @@ def match_image(image: np.ndarray, rms: np.ndarray | None, kernel: np.ndarray, *
     if is_delta_kernel(k):
         return (np.array(img, dtype=np.float32, copy=True),
                 None if rms is None else np.array(rms, dtype=np.float32, copy=True))
+
+    from scipy.signal import oaconvolve
 
     data = np.asarray(img, dtype=np.float32)
     good = np.isfinite(data)

@@ -15,7 +15,6 @@ from workflow_scripts.studies.hemmati22 import figures as figs
 from workflow_scripts.studies.hemmati22.blends import read_blends
 from workflow_scripts.studies.hemmati22.metrics import showcase_blends
 from workflow_scripts.studies.hemmati22.paper import BLEND_PARAMETERS, FIG5_PARAMETERS, METHOD_LABELS, PAPER
-from workflow_scripts.studies.hemmati22.som import load_som, plot_som
 from workflow_scripts.steps._common import run
 
 
@@ -103,6 +102,8 @@ def fig9(snakemake: Any, study: dict) -> None:
 
 
 def fig6(snakemake: Any, study: dict) -> None:
+    from workflow_scripts.studies.hemmati22.som import load_som, plot_som  # sklearn + scipy.stats: ~2 s, Fig 6 only
+
     detections = pd.read_parquet(snakemake.input.detections)
     som, scaler, _ = load_som(snakemake.input.som)
     gan = study["gan_models"]["gan"]

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import galsim
 import numpy as np
 import pandas as pd
 from astropy.io import fits
@@ -130,6 +129,8 @@ def transform_stamp(stamps: np.ndarray, angle_deg: float, src_xy: tuple[float, f
         arr = arr[None]
     nb, ny, nx = arr.shape
     cx, cy = (nx - 1) / 2.0, (ny - 1) / 2.0  # GalSim puts the profile origin at the image's true centre
+    import galsim  # here: most jobs import this module only to read blends (as .degrade does with galsim)
+
     out = np.empty((nb, ny, nx), dtype=np.float32)
     rot = galsim.Angle(float(angle_deg), galsim.degrees)
     for b in range(nb):

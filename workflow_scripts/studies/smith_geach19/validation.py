@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sep
-from scipy import stats
 
 from workflow_scripts.detection.sources import DetectionError, ab_magnitude, measure_background, native
 
@@ -78,6 +77,8 @@ def compare(real: pd.DataFrame, generated: pd.DataFrame, bands: Sequence[str], *
             real_area_arcmin2: float, generated_area_arcmin2: float) -> dict[str, Any]:
     """Per band: two-sided KS p of the magnitudes brighter than ``mag_limit``, the median offset (generated -
     real), counts per arcmin^2; overall counts ratio (the reddest band's cut), colours and sizes."""
+    from scipy import stats  # here: ~1.5 s per process, and the catalogue jobs that import this module need no test
+
     out: dict[str, Any] = {"mag_limit": mag_limit, "bands": {}}
     for b in bands:
         mr = real[f"mag_{b}"].to_numpy(float)
