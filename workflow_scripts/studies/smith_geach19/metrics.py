@@ -37,8 +37,10 @@ def compute_metrics(comparison: Mapping[str, Any], generation: Mapping[str, Any]
                          None, s, "", "float rounding (< 1e-5)", _holds(s < 1e-5, s)))
     entries.append(entry("tessellation_peak_rss_mb", f"peak memory of the field job ({generation['field_size']}^2 x "
                          f"{len(comparison['bands'])})", None, generation["peak_rss_mb"], "MB", None, None))
+    threads = int(generation["threads"])
     entries.append(entry("realisation_seconds", f"one {PAPER_REALISATION_SIDE}^2 x 3 realisation "
-                         f"(paper: Xeon E5-2650 v3; ours: {generation['device']}, {generation['threads']} threads)",
+                         f"(paper: Xeon E5-2650 v3; ours: {generation['device']}, {threads} "
+                         f"thread{'s' if threads != 1 else ''})",
                          PAPER_REALISATION_SECONDS, generation["realisation_seconds"], "s", None, None))
     return {"study": "smith_geach19", "entries": entries, "comparison": dict(comparison),
             "generation": dict(generation)}
