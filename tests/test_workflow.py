@@ -54,6 +54,33 @@ def test_paper_preset_dry_run_builds_the_real_data_dag(tmp_path):
     assert not (tmp_path / "data").exists(), "a dry run must not create data"
 
 
+def planned_jobs(stdout: str) -> list[dict[str, object]]:
+    """The jobs of a dry run's listing that show their details (rule, threads: 1 when not shown, priority: 0 when
+    not shown); jobs with a ``message`` (simulations, figures) are listed by their message only."""
+    jobs: list[dict[str, object]] = []
+    for line in stdout.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line):
+            jobs.append({"rule": match.group(1), "threads": 1, "priority": 0})
+        elif jobs and (match := re.match(r"^\s+(threads|priority): (\d+)$", line)):
+            jobs[-1][match.group(1)] = int(match.group(2))
+    return jobs
+
+
+def test_demo_on_two_cores_plans_one_thread_per_job_and_the_psfs_first(tmp_path):
+    """On 2 cores a 2-thread job starts only when both cores are idle, i.e. behind every 1-thread job: the demo's
+    photometry once waited until its 30th minute. And every study needs the PSFs, so they are scheduled first."""
+    result = run_snakemake("-n", "--cores", "2", "all", workdir=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    rules = {j["rule"] for j in jobs}
+    assert {"hemmati22_photometry", "pearce_casey23_predict", "zanisi21_score", "hemmati22_train"} <= rules, rules
+    assert [j["rule"] for j in jobs if j["threads"] != 1] == []
+    psf = {j["priority"] for j in jobs if j["rule"] == "psf"}
+    assert len(psf) == 1 and min(psf) > max(j["priority"] for j in jobs if j["rule"] != "psf")
+    train = {j["rule"]: j["priority"] for j in jobs if j["rule"].endswith("_train")}
+    assert train["hemmati22_train"] > max(v for k, v in train.items() if k != "hemmati22_train")
+
+
 def test_one_target_runs_only_its_upstream_rules(tmp_path):
     result = run_snakemake("-n", "--cores", "2", "results/data/xdf/hudf/psf/F775W.json", "--configfile", CI,
                            workdir=tmp_path, timeout=300)
