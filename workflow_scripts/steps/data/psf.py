@@ -48,7 +48,7 @@ def main(snakemake: Any, log: Any) -> None:
         snr_min=float(cfg["star_snr_min"]),
         max_iters=int(cfg["max_iters"]),
         pixel_scale=scale,
-        **({"max_stars": int(cfg["max_stars"])} if "max_stars" in cfg else {}),
+        max_stars=int(cfg["max_stars"]),
     )
     log.info("%s %s: %d stars of %d detections; FWHM %.4f\" (oversampled model %.4f\", configured %.4f\"); "
              "%d iterations%s", survey.name, band.name, result.n_stars, result.n_candidates, result.fwhm,
