@@ -503,7 +503,7 @@ rule hemmati22_photometry_as_coded:
         dominant=f"{H22_DIR}/as_coded/photometry_dominant.parquet",
     params:
         photometry=PHOT,
-        study=config_slice("hemmati22", "survey", "band", "target", "gan_models"),
+        study=config_slice("hemmati22", "survey", "band", "target", "gan_models", "as_coded"),
         survey=H22_SURVEY_PARAMS,
         target=H22_TARGET_PARAMS,
         device=config["device"],

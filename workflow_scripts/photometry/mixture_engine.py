@@ -2,13 +2,17 @@
 
 Model
 -----
-Each object of a stamp is a galaxy mixture of :mod:`.mixtures` (``gauss`` / ``exp`` / ``dev``) with parameters
-(x, y, g1, g2, T, flux), convolved analytically with the PSF mixture of :mod:`.psf_fit` (covariances add) and
+Each object of a stamp is a galaxy mixture of :mod:`.mixtures` (``gauss`` / ``exp`` / ``dev`` / ``bdf``) with
+parameters (x, y, g1, g2, T, flux) and, for bdf, the bulge fraction fracdev, convolved analytically with the PSF mixture of :mod:`.psf_fit` (covariances add) and
 evaluated at the pixel centres: the PSF mixture is fitted to the *effective* PSF, so this is the pixel-integrated
 image. All objects of a stamp are fitted jointly (their model images add), and all stamps of a batch at once.
 
 Internally the shape is the conformal ellipticity eta (|g| = tanh(|eta| / 2), so |g| < 1 always) and the size is
-log T; flux stays linear so that its error comes straight from the covariance.
+log T; flux stays linear so that its error comes straight from the covariance. fracdev stays linear too, bounded
+to [0, 1] as in ngmix (the authors' code: a flat prior on [0, 1]): a trial step is clipped to the bounds, and a
+bulge fraction at a bound whose gradient points outwards is held there for that step (its row and column of the
+system are taken out), for the convergence test and for the errors. A logistic fracdev, tried first, needed
+over 50 iterations on disks whose fracdev goes to 0, where its curvature vanishes.
 
 Fit
 ---
@@ -16,7 +20,9 @@ Levenberg-Marquardt on chi^2 = sum_pixels ((data - model) / sigma)^2 + sum_prior
 analytic Jacobian, one damping factor per stamp, every stamp of the batch advancing together (a stamp that has
 converged stops costing work). Priors (:class:`FitSettings`): centre N(peak, ``centre_sigma``) per axis, shape
 N(0, 2 atanh(``g_sigma``)) on eta (~N(0, ``g_sigma``) on g for small g), size N(log T_0, ``log_T_sigma``) on
-log T, flux N(F_0, ``flux_sigma_rel`` x max(|F_0|, PSF-flux noise)) - weak by default. The start: positions at the
+log T, flux N(F_0, ``flux_sigma_rel`` x max(|F_0|, PSF-flux noise)) - weak by default; bdf: fracdev N(0.5,
+``fracdev_sigma``) (1 by default: nearly flat on [0, 1], it only keeps the system regular where the data do not
+constrain it), and fits start at fracdev 0.5. The start: positions at the
 peaks, round, the size T_0 that gives the best chi^2 on a grid of multiples of the PSF's T with the fluxes F_0
 solved linearly (all objects of a stamp share the grid value).
 
@@ -24,7 +30,7 @@ Cost: the model of a stamp is a sum over objects and components of exp(quadratic
 column terms plus one outer product per component. Every Jacobian row is a polynomial of degree <= 2 in the
 offsets (dx, dy) from the object's centre whose coefficients are sums over the components of G times
 per-component factors (the derivatives by the galaxy's second moments, the chain rule to eta and ln T and the
-flux folded in): 16 such sums, one batched matrix product (16 x components times components x pixels), then a few
+flux folded in): 16 such sums (bdf: 17, the components weighted by the bulge fraction, plus d/dfracdev), one batched matrix product (16 x components times components x pixels), then a few
 multiply-adds per pixel. So the work per pixel and component is a few multiply-adds and one exp, on CPU or GPU.
 On stamps of 32 px or more, components that fall below exp(-18) (float32; exp(-30) in float64) of their peak
 within a window around the centre covering at most half the stamp are evaluated in that window only and added in.
@@ -95,10 +101,13 @@ FLAG_NAMES = {FLAG_NO_DATA: "no_data", FLAG_NO_OBJECTS: "no_objects", FLAG_NOT_C
               FLAG_BAD_COVARIANCE: "bad_covariance", FLAG_NONFINITE: "nonfinite", FLAG_BAD_POSITION: "bad_position"}
 
 #: one row per (stamp, object) in every engine's result
-RESULT_COLUMNS = ("stamp", "object", "n_objects", "x_init", "y_init", "x", "y", "g1", "g2", "T", "flux", "flux_err",
+RESULT_COLUMNS = ("stamp", "object", "n_objects", "x_init", "y_init", "x", "y", "g1", "g2", "T", "fracdev", "flux",
+                  "flux_err",
                   "chi2_dof", "converged", "flags", "n_iter", "engine", "model")
 
-_NPAR = 6  # x, y, eta1, eta2, log T, flux
+_NPAR = 6  # x, y, eta1, eta2, log T, flux (bdf: a 7th, fracdev)
+#: the per-object values of an engine's result (None for stamps not fitted)
+_OUT_KEYS = ("x", "y", "g1", "g2", "T", "fracdev", "flux", "flux_err", "chi2_dof", "converged", "flags", "n_iter")
 _LAMBDA0 = 1e-3
 _LAMBDA_MIN = 1e-9
 _LAMBDA_MAX = 1e9
@@ -116,6 +125,7 @@ class FitSettings:
     model: str = "exp"
     centre_sigma: float = 0.3         # px, prior around each given position (Hemmati+22 code: 0.3 px)
     g_sigma: float = 0.3              # shape prior width (Hemmati+22 code: GPriorBA(0.3))
+    fracdev_sigma: float = 1.0        # bdf: prior width on fracdev around 0.5 (fracdev is bounded to [0, 1])
     log_T_sigma: float = 2.0          # size prior width on ln T around the starting size
     flux_sigma_rel: float = 10.0      # flux prior width relative to max(|F_0|, PSF-flux noise)
     max_iter: int = 50
@@ -129,7 +139,8 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         profile(self.model)
-        for name in ("centre_sigma", "g_sigma", "log_T_sigma", "flux_sigma_rel", "tol", "converged_decrement"):
+        for name in ("centre_sigma", "g_sigma", "fracdev_sigma", "log_T_sigma", "flux_sigma_rel", "tol",
+                     "converged_decrement"):
             if not getattr(self, name) > 0:
                 raise PhotometryError(f"photometry setting {name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.g_sigma < 1:
@@ -205,6 +216,7 @@ class _Components:
     cxx: torch.Tensor             # (C,) PSF covariances
     cxy: torch.Tensor
     cyy: torch.Tensor
+    bulge: torch.Tensor | None = None  # (C,) 1.0 on bulge (dev) components of a bdf model, else None
 
 
 @dataclass
@@ -215,9 +227,9 @@ class _Chunk:
 
 @dataclass
 class _State:
-    theta: torch.Tensor           # (B, K, 6)
-    mu: torch.Tensor              # prior means (B, K, 6)
-    prec: torch.Tensor            # prior precisions (B, K, 6)
+    theta: torch.Tensor           # (B, K, npar)
+    mu: torch.Tensor              # prior means (B, K, npar)
+    prec: torch.Tensor            # prior precisions (B, K, npar)
     chi2: torch.Tensor            # (B,) float64, data + prior
     chi2_data: torch.Tensor       # (B,) float64
     H: torch.Tensor               # (B, P, P) float64, J^T J + prior precision
@@ -241,7 +253,10 @@ class MixtureEngine:
         self.psf = psf
         self.device = resolve_device(self.settings.device)
         self.dtype = torch.float32 if self.settings.dtype == "float32" else torch.float64
-        self._comps = self._components(profile(self.settings.model))
+        prof = profile(self.settings.model)
+        self._comps = self._components(prof)
+        self.bdf = prof.free_fracdev
+        self.npar = _NPAR + int(self.bdf)
         # the start ranks sizes with one Gaussian per PSF component (a few times cheaper than the full profile)
         self._start_comps = self._components(profile("gauss"))
         self.n_components = int(self._comps.amp.numel())
@@ -251,12 +266,17 @@ class MixtureEngine:
         self._work: dict[str, torch.Tensor] = {}
 
     def _components(self, prof: Any) -> _Components:
-        """Combined components c = (galaxy i, psf j): amplitude a_i b_j, galaxy scale f_i, PSF covariance C_j."""
+        """Combined components c = (galaxy i, psf j): amplitude a_i b_j, galaxy scale f_i, PSF covariance C_j. A bdf
+        profile's amplitudes are those of its own exp or dev mixture (weighted by the bulge fraction when
+        evaluated)."""
         psf = self.psf
-        amp = (prof.amp[:, None] * psf.amp[None, :]).ravel()
+        gal_amp = prof.amplitudes(0.0) + prof.amplitudes(1.0) if prof.free_fracdev else prof.amp
+        amp = (gal_amp[:, None] * psf.amp[None, :]).ravel()
         cov = np.tile(psf.cov, (prof.n, 1, 1))
         t = lambda a: torch.tensor(a, dtype=self.dtype, device=self.device)  # noqa: E731
-        return _Components(t(amp), t(np.repeat(prof.var, psf.n)), t(cov[:, 0, 0]), t(cov[:, 0, 1]), t(cov[:, 1, 1]))
+        bulge = t(np.repeat(prof.bulge.astype(np.float64), psf.n)) if prof.free_fracdev else None
+        return _Components(t(amp), t(np.repeat(prof.var, psf.n)), t(cov[:, 0, 0]), t(cov[:, 0, 1]), t(cov[:, 1, 1]),
+                           bulge)
 
     # --------------------------------------------------------------------------------------- public API
     def fit(self, images: Any, positions: Sequence[Any], noise_sigma: Any) -> pd.DataFrame:
@@ -266,8 +286,7 @@ class MixtureEngine:
         t0 = time.perf_counter()
         inp = prepare_inputs(images, positions, noise_sigma)
         n = inp.images.shape[0]
-        out = {name: [None] * n for name in ("x", "y", "g1", "g2", "T", "flux", "flux_err", "chi2_dof", "converged",
-                                              "flags", "n_iter")}
+        out: dict[str, list[Any]] = {name: [None] * n for name in _OUT_KEYS}
         counts = np.array([len(p) for p in inp.positions])
         fit_idx = np.flatnonzero(inp.stamp_ok & (counts > 0))
         n_obj_fitted = 0
@@ -287,16 +306,22 @@ class MixtureEngine:
         return table
 
     def render(self, params: Any, shape: tuple[int, int]) -> np.ndarray:
-        """Model images (N, H, W) of objects given as (N, K, 6) parameters (x, y, g1, g2, T, flux); rows whose
-        flux is 0 add nothing (padding)."""
+        """Model images (N, H, W) of objects given as (N, K, 6) parameters (x, y, g1, g2, T, flux), for bdf
+        (N, K, 7) with fracdev last; rows whose flux is 0 add nothing (padding)."""
         p = np.asarray(params, dtype=np.float64)
         if p.ndim == 2:
             p = p[:, None]
+        if p.shape[-1] != self.npar:
+            raise PhotometryError(f"model {self.settings.model!r} takes {self.npar} parameters per object, "
+                                  f"got {p.shape[-1]}")
         g1, g2 = p[..., 2], p[..., 3]
         gabs = np.hypot(g1, g2)
         eta_abs = 2.0 * np.arctanh(np.clip(gabs, 0.0, 1 - 1e-12))
         scale = np.where(gabs > 0, eta_abs / np.where(gabs > 0, gabs, 1.0), 2.0)
-        theta = np.stack([p[..., 0], p[..., 1], g1 * scale, g2 * scale, np.log(p[..., 4]), p[..., 5]], axis=-1)
+        cols = [p[..., 0], p[..., 1], g1 * scale, g2 * scale, np.log(p[..., 4]), p[..., 5]]
+        if self.bdf:
+            cols.append(p[..., 6])
+        theta = np.stack(cols, axis=-1)
         th = torch.tensor(theta, dtype=self.dtype, device=self.device)
         px, py = self._grid(shape)
         with torch.no_grad():
@@ -309,7 +334,7 @@ class MixtureEngine:
         chunks = []
         for k in sorted(set(counts[idx].tolist())):
             members = idx[counts[idx] == k]
-            per_stamp = npix * k * (self.n_components + 16 + 4 + _NPAR) * (4 if self.dtype == torch.float32 else 8)
+            per_stamp = npix * k * (self.n_components + 17 + 4 + self.npar) * (4 if self.dtype == torch.float32 else 8)
             cap = max(1, min(self.settings.batch_size, int(self.settings.memory_mb * 2**20 // max(per_stamp, 1))))
             for s in range(0, members.size, cap):
                 chunks.append(_Chunk(members[s:s + cap], int(k)))
@@ -342,7 +367,7 @@ class MixtureEngine:
     def _evaluate(self, theta: torch.Tensor, omask: torch.Tensor, px: torch.Tensor, py: torch.Tensor, *,
                   jacobian: bool, per_object: bool = False, comps: _Components | None = None,
                   spare_row: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Model (B, N) and, when asked, d model / d theta (B, K * 6, N) of parameters theta (B, K, 6) on the
+        """Model (B, N) and, when asked, d model / d theta (B, K * npar, N) of parameters theta (B, K, npar) on the
         grid of pixel columns ``px`` (W,) and rows ``py`` (H,), N = H * W; ``per_object``: the unit-flux model of
         each object instead (B, K, N), no Jacobian; ``spare_row``: the Jacobian gets one more row, left for the
         caller to fill (the residual, so that one matrix product gives J J^T and J r)."""
@@ -360,6 +385,12 @@ class MixtureEngine:
         det = sxx * syy - sxy * sxy
         p, q, r = syy / det, -sxy / det, sxx / det                 # inverse covariance
         lognorm = torch.log(cp.amp / (2.0 * math.pi)) - 0.5 * torch.log(det)
+        w = dw = None
+        if cp.bulge is not None:
+            # bdf: component weights 1 - fracdev (disk) and fracdev (bulge), and d w / d fracdev
+            fd = theta[..., 6, None]                                                     # (B, K, 1)
+            w = cp.bulge * fd + (1.0 - cp.bulge) * (1.0 - fd)                            # (B, K, C)
+            dw = (2.0 * cp.bulge - 1.0).expand_as(w)
         dxw = px - x[..., None]                                     # (B, K, W): offsets along a row
         dyh = py - y[..., None]                                     # (B, K, H)
         win = self._window_split(sxx, syy, H, W)
@@ -380,9 +411,9 @@ class MixtureEngine:
             Gn = self._gaussians(lognorm[..., narrow], p[..., narrow], q[..., narrow], r[..., narrow],
                                  px[xi] - x[..., None], py[yi] - y[..., None], "Gn")  # (B, K, Cn, n * n)
         if not jacobian:
-            unit = G.sum(2)                                                             # (B, K, N)
+            unit = self._weighted_sum(G, w if Gn is None or w is None else w[..., wide])   # (B, K, N)
             if Gn is not None:
-                unit.scatter_add_(2, idx[:, :, 0], Gn.sum(2))
+                unit.scatter_add_(2, idx[:, :, 0], self._weighted_sum(Gn, None if w is None else w[..., narrow]))
             if per_object:
                 return unit, None
             return (unit * flux[..., None]).sum(1), None
@@ -402,30 +433,41 @@ class MixtureEngine:
         rows += [fl * (k11 * (a - c) + k12 * b) for a, b, c in zip(A, Bb, Cc)]        # eta1
         rows += [fl * (k12 * (a - c) + k22 * b) for a, b, c in zip(A, Bb, Cc)]        # eta2
         rows += [fl * (ca * a + cb * b + cc * c) for a, b, c in zip(A, Bb, Cc)]        # ln T
-        coef = torch.stack(rows, dim=-2)                                                # (B, K, 16, C)
+        if w is not None:                                                               # bdf: weights, d / d fracdev
+            rows = [row * w for row in rows] + [fl * dw]
+        nrow = len(rows)
+        coef = torch.stack(rows, dim=-2)                                                # (B, K, 16 or 17, C)
         if Gn is None:
             S = self._matmul("S", coef, G)
         else:
             S = self._matmul("S", coef[..., wide], G)
-            S.scatter_add_(3, idx.expand(B, K, 16, idx.shape[-1]), self._matmul("Sn", coef[..., narrow], Gn))
-        S = S.reshape(B, K, 16, H, W)
+            S.scatter_add_(3, idx.expand(B, K, nrow, idx.shape[-1]), self._matmul("Sn", coef[..., narrow], Gn))
+        S = S.reshape(B, K, nrow, H, W)
         s = S.unbind(2)
         dx = dxw[:, :, None, :]                                                         # (B, K, 1, W)
         dy = dyh[:, :, :, None]                                                         # (B, K, H, 1)
         dxx, dyy = dx * dx, dy * dy
         dxy = dx * dy                                                                   # (B, K, H, W)
         model = (s[0] * flux[..., None, None]).sum(1).reshape(B, -1)
-        shape = (B, K * _NPAR + int(spare_row), H * W)
+        npar = self.npar
+        shape = (B, K * npar + int(spare_row), H * W)
         buf = self._buffer("jac", shape, S)
         buf = torch.empty(shape, dtype=S.dtype, device=S.device) if buf is None else buf
-        jac = buf[:, :K * _NPAR].view(B, K, _NPAR, H, W)                                 # rows: parameters
+        jac = buf[:, :K * npar].view(B, K, npar, H, W)                                   # rows: parameters
         torch.mul(dx, s[1], out=jac[:, :, 0]).addcmul_(dy, s[2])
         torch.mul(dx, s[2], out=jac[:, :, 1]).addcmul_(dy, s[3])
         for row, first in ((2, 4), (3, 8), (4, 12)):
             torch.mul(dxx, s[first], out=jac[:, :, row]).addcmul_(dxy, s[first + 1]).addcmul_(
                 dyy, s[first + 2]).add_(s[first + 3])
         jac[:, :, 5] = s[0]
+        if w is not None:
+            jac[:, :, 6] = s[16]
         return model, buf
+
+    @staticmethod
+    def _weighted_sum(G: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+        """Sum over the components of G (B, K, C, N), weighted by w (B, K, C) when given."""
+        return G.sum(2) if w is None else torch.matmul(w[..., None, :], G)[..., 0, :]
 
     def _window_split(self, sxx: torch.Tensor, syy: torch.Tensor, H: int,
                       W: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
@@ -505,7 +547,9 @@ class MixtureEngine:
         omask = torch.ones((B, K), dtype=torch.bool, device=dev)
         n_valid = torch.tensor(inp.valid[chunk.idx].reshape(B, -1).sum(1), dtype=torch.float64, device=dev)
 
-        theta = torch.zeros((B, K, _NPAR), dtype=dt, device=dev)
+        theta = torch.zeros((B, K, self.npar), dtype=dt, device=dev)
+        if self.bdf:
+            theta[..., 6] = 0.5
         theta[..., :2] = pos
         theta, f_noise = self._start(theta, omask, data, sw, sig, px, py)
         mu = theta.clone()
@@ -515,6 +559,8 @@ class MixtureEngine:
         prec[..., 4] = 1.0 / st.log_T_sigma**2
         fscale = torch.maximum(theta[..., 5].abs(), f_noise[:, None])
         prec[..., 5] = 1.0 / (st.flux_sigma_rel * fscale) ** 2
+        if self.bdf:
+            prec[..., 6] = 1.0 / st.fracdev_sigma**2
         state = self._initial_state(theta, mu, prec, omask, data, sw, px, py)
         self._iterate(state, omask, data, sw, px, py)
         return self._results(state, omask, n_valid, K)
@@ -581,7 +627,8 @@ class MixtureEngine:
             act = torch.nonzero(~st.done).flatten()
             if act.numel() == 0:
                 break
-            H, g, lam = st.H[act], st.g[act], st.lam[act]
+            H, g = self._hold_at_bounds(st.H[act], st.g[act], st.theta[act])
+            lam = st.lam[act]
             diag = H.diagonal(dim1=1, dim2=2)
             Hd = H + torch.diag_embed(lam[:, None] * diag)
             L, info = torch.linalg.cholesky_ex(Hd)
@@ -589,6 +636,8 @@ class MixtureEngine:
             ok_solve = (info == 0) & torch.isfinite(step).all(1)
             step = torch.where(ok_solve[:, None], step, torch.zeros_like(step))
             theta_t = st.theta[act] + step.reshape(-1, *st.theta.shape[1:]).to(st.theta.dtype)
+            if self.bdf:
+                theta_t[..., 6].clamp_(0.0, 1.0)
             chi2_t, chi2d_t, H_t, g_t, fin_t = self._system(theta_t, st.mu[act], st.prec[act], omask[act], data[act],
                                                            sw[act], px, py)
             better = ok_solve & fin_t & (chi2_t < st.chi2[act])
@@ -606,36 +655,58 @@ class MixtureEngine:
             # an accepted step that gains < tol ends a fit only where centres and fluxes are settled
             small = better & (gain < tol)
             if small.any():
-                small[small.clone()] = self._settled(H_t[small], g_t[small])[0]
+                small[small.clone()] = self._settled(H_t[small], g_t[small], theta_t[small])[0]
             finished = small | (~better & (st.lam[act] > _LAMBDA_MAX))
             st.done[act[finished]] = True
 
-    def _settled(self, H: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(settled, cov_ok, cov) of systems H (B, P, P), g (B, P): the covariance H^-1, and whether the remaining
-        Gauss-Newton step H^-1 g moves every centre and flux by less than sqrt(converged_decrement) of its
-        standard error (see the module notes)."""
+    def _hold_at_bounds(self, H: torch.Tensor, g: torch.Tensor,
+                        theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """bdf: the system (H, g) with every bulge fraction that sits at 0 or 1 and whose gradient points outwards
+        held fixed (its row and column decoupled, its gradient 0); other models: unchanged."""
+        if not self.bdf:
+            return H, g
+        B = H.shape[0]
+        fd = theta[..., 6].reshape(B, -1).double()
+        gi = g.reshape(B, -1, self.npar)[..., 6]
+        hold = ((fd <= 0.0) & (gi < 0)) | ((fd >= 1.0) & (gi > 0))                  # (B, K)
+        if not bool(hold.any()):
+            return H, g
+        mask = torch.zeros(g.shape, dtype=torch.bool, device=g.device)
+        mask.view(B, -1, self.npar)[..., 6] = hold
+        keep = (~mask).to(H.dtype)
+        diag = H.diagonal(dim1=1, dim2=2)
+        H = H * keep[:, :, None] * keep[:, None, :] + torch.diag_embed(torch.where(mask, diag, 0.0))
+        return H, g * keep
+
+    def _settled(self, H: torch.Tensor, g: torch.Tensor,
+                 theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(settled, cov_ok, cov) of systems H (B, P, P), g (B, P) at parameters theta: the covariance H^-1, and
+        whether the remaining Gauss-Newton step H^-1 g moves every centre and flux by less than
+        sqrt(converged_decrement) of its standard error (see the module notes); bulge fractions held at a bound
+        (:meth:`_hold_at_bounds`) count as fixed."""
+        H, g = self._hold_at_bounds(H, g, theta)
         L, info = torch.linalg.cholesky_ex(H)
         cov_ok = info == 0
         eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device).expand_as(H)
         cov = torch.cholesky_solve(eye, L)
         step = torch.cholesky_solve(g[..., None], L)[..., 0]
         var = cov.diagonal(dim1=1, dim2=2)
-        z2 = (step * step / var.clamp_min(1e-300)).reshape(H.shape[0], -1, _NPAR)[..., [0, 1, 5]]
+        z2 = (step * step / var.clamp_min(1e-300)).reshape(H.shape[0], -1, self.npar)[..., [0, 1, 5]]
         z2max = z2.reshape(H.shape[0], -1).amax(1)
         settled = cov_ok & torch.isfinite(z2max) & (var > 0).all(1) & (z2max < self.settings.converged_decrement)
         return settled, cov_ok, cov
 
     def _results(self, st: _State, omask: torch.Tensor, n_valid: torch.Tensor, K: int) -> dict[str, list[Any]]:
         B = st.theta.shape[0]
-        settled, cov_ok, cov = self._settled(st.H, st.g)
+        settled, cov_ok, cov = self._settled(st.H, st.g, st.theta)
         theta = st.theta.double()
         e1, e2, *_ = self._shape(theta)
         eta = torch.sqrt(theta[..., 2] ** 2 + theta[..., 3] ** 2)
         gfac = torch.where(eta > _TINY_ETA, torch.tanh(eta / 2.0) / eta.clamp_min(_TINY_ETA),
                            torch.full_like(eta, 0.5))
         g1, g2 = theta[..., 2] * gfac, theta[..., 3] * gfac
-        flux_var = cov.diagonal(dim1=1, dim2=2).reshape(B, K, _NPAR)[..., 5]
-        dof = (n_valid - _NPAR * K).clamp_min(1.0)
+        flux_var = cov.diagonal(dim1=1, dim2=2).reshape(B, K, self.npar)[..., 5]
+        dof = (n_valid - self.npar * K).clamp_min(1.0)
         chi2_dof = st.chi2_data / dof
         finite_theta = torch.isfinite(theta).all(2).all(1)
         converged = settled & finite_theta
@@ -645,9 +716,11 @@ class MixtureEngine:
         flags |= torch.where(finite_theta, 0, FLAG_NONFINITE)
         to = lambda t: t.detach().cpu().numpy()  # noqa: E731
         x, y, T, F = to(theta[..., 0]), to(theta[..., 1]), to(torch.exp(theta[..., 4])), to(theta[..., 5])
+        fracdev = to(theta[..., 6]) if self.bdf else np.full_like(F, np.nan)
         ferr = to(torch.sqrt(flux_var.clamp_min(0)))
         ferr = np.where(to(cov_ok)[:, None] & (to(flux_var) > 0), ferr, np.nan)
-        return {"x": list(x), "y": list(y), "g1": list(to(g1)), "g2": list(to(g2)), "T": list(T), "flux": list(F),
+        return {"x": list(x), "y": list(y), "g1": list(to(g1)), "g2": list(to(g2)), "T": list(T),
+                "fracdev": list(fracdev), "flux": list(F),
                 "flux_err": list(ferr), "chi2_dof": list(to(chi2_dof)), "converged": list(to(converged)),
                 "flags": list(to(flags)), "n_iter": list(to(st.n_iter))}
 
@@ -685,7 +758,7 @@ def build_table(inp: _Inputs, out: dict[str, list[Any]], *, engine: str, model: 
             elif bad[i]:
                 flags |= FLAG_BAD_POSITION
             if fitted and i >= 0 and not bad[i]:
-                for key in ("x", "y", "g1", "g2", "T", "flux", "flux_err"):
+                for key in ("x", "y", "g1", "g2", "T", "fracdev", "flux", "flux_err"):
                     rows[key].append(float(out[key][s][j]))
                 rows["chi2_dof"].append(float(out["chi2_dof"][s]))
                 rows["converged"].append(bool(out["converged"][s]))
@@ -693,7 +766,7 @@ def build_table(inp: _Inputs, out: dict[str, list[Any]], *, engine: str, model: 
                 flags |= int(out["flags"][s])
                 j += 1
             else:
-                for key in ("x", "y", "g1", "g2", "T", "flux", "flux_err", "chi2_dof"):
+                for key in ("x", "y", "g1", "g2", "T", "fracdev", "flux", "flux_err", "chi2_dof"):
                     rows[key].append(nan)
                 rows["converged"].append(False)
                 rows["n_iter"].append(0)

@@ -14,7 +14,10 @@ Profiles (:data:`PROFILES`)
 * ``exp``: 6 Gaussians approximating an exponential disk (Sersic n = 1), ``dev``: 10 Gaussians approximating a
   de Vaucouleurs profile (n = 4); amplitudes and relative variances of Hogg & Lang (2013, PASP 125, 719), in the
   normalisation used by ngmix (``gmix_nb._pvals_exp`` / ``_fvals_exp`` and ``_dev``; numbers are facts, the
-  code here is ours). Hogg & Lang fitted *softened, truncated* profiles (exp cut off by 4 r_e, dev by 8 r_e), so
+  code here is ours).
+* ``bdf``: bulge + disk with a free bulge fraction ``fracdev`` (ngmix's ``bdf``, the model of Hemmati et al.'s
+  photometry code): the exp and the dev mixture with the same centre, shape and T, fluxes ``1 - fracdev`` and
+  ``fracdev``; :meth:`Profile.amplitudes` gives the 16 amplitudes for a fracdev (``amp``: those at 0.5). Hogg & Lang fitted *softened, truncated* profiles (exp cut off by 4 r_e, dev by 8 r_e), so
   the mixtures hold the light inside those radii: fitted to an untruncated profile the exp mixture finds ~0.14 %
   less flux, the dev mixture ~5.7 % less (measured; :func:`sersic_equivalent`). ngmix has the same limits.
 
@@ -60,15 +63,34 @@ class PhotometryError(PipelineError):
 
 @dataclass(frozen=True)
 class Profile:
-    """Amplitudes ``amp`` (sum 1) and relative variances ``var`` (``sum(amp * var) == 1``) of a round profile."""
+    """Amplitudes ``amp`` (sum 1) and relative variances ``var`` (``sum(amp * var) == 1``) of a round profile.
+    ``bulge``: for a profile with a free bulge fraction (bdf), True on the de Vaucouleurs components; ``amp`` then
+    holds the amplitudes at fracdev = 0.5."""
 
     name: str
     amp: np.ndarray
     var: np.ndarray
+    bulge: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return int(self.amp.size)
+
+    @property
+    def free_fracdev(self) -> bool:
+        return self.bulge is not None
+
+    def amplitudes(self, fracdev: float | None = None) -> np.ndarray:
+        """The amplitudes at bulge fraction ``fracdev`` (profiles without a bulge fraction: ``amp``, and fracdev
+        must be None)."""
+        if self.bulge is None:
+            if fracdev is not None:
+                raise PhotometryError(f"galaxy model {self.name!r} has no bulge fraction (fracdev {fracdev})")
+            return self.amp
+        fd = 0.5 if fracdev is None else float(fracdev)
+        if not 0.0 <= fd <= 1.0:
+            raise PhotometryError(f"fracdev must be in [0, 1], got {fracdev}")
+        return self.amp * np.where(self.bulge, 2.0 * fd, 2.0 * (1.0 - fd))
 
 
 # Hogg & Lang (2013) mixtures in ngmix's normalisation (sum amp = 1, sum amp * var = 1)
@@ -89,6 +111,8 @@ PROFILES: dict[str, Profile] = {
     "gauss": Profile("gauss", np.array([1.0]), np.array([1.0])),
     "exp": Profile("exp", np.array(_EXP_AMP), np.array(_EXP_VAR)),
     "dev": Profile("dev", np.array(_DEV_AMP), np.array(_DEV_VAR)),
+    "bdf": Profile("bdf", 0.5 * np.array(_EXP_AMP + _DEV_AMP), np.array(_EXP_VAR + _DEV_VAR),
+                   bulge=np.array([False] * len(_EXP_AMP) + [True] * len(_DEV_AMP))),
 }
 
 
@@ -110,7 +134,7 @@ def half_light_radius(name: str, T: float = 1.0) -> float:
     return float(brentq(enclosed, 1e-9 * math.sqrt(T), 100.0 * math.sqrt(T), xtol=1e-14, rtol=1e-14))
 
 
-#: T / r_e^2 of each mixture (r_e: the mixture's own half-light radius)
+#: T / r_e^2 of each mixture (r_e: the mixture's own half-light radius; bdf: at fracdev 0.5)
 T_PER_RE2: dict[str, float] = {name: 1.0 / half_light_radius(name) ** 2 for name in PROFILES}
 
 
@@ -133,6 +157,8 @@ def sersic_equivalent(name: str) -> tuple[float, float]:
     from scipy.special import gamma, gammaincinv
 
     p = profile(name)
+    if p.free_fracdev:
+        raise PhotometryError(f"galaxy model {name!r} is a sum of two profiles: use exp and dev apart")
     if name == "gauss":
         return 1.0, T_PER_RE2["gauss"]
     n = 1.0 if name == "exp" else 4.0
@@ -226,11 +252,13 @@ class GaussianMixture:
         return GaussianMixture(self.amp.copy(), self.mean + np.array([dx, dy]), self.cov.copy())
 
 
-def galaxy_mixture(model: str, x: float, y: float, g1: float, g2: float, T: float, flux: float) -> GaussianMixture:
-    """The mixture of one galaxy of the ``model`` family with centre (x, y), shape g, size T and flux."""
+def galaxy_mixture(model: str, x: float, y: float, g1: float, g2: float, T: float, flux: float,
+                   fracdev: float | None = None) -> GaussianMixture:
+    """The mixture of one galaxy of the ``model`` family with centre (x, y), shape g, size T and flux (and, for
+    bdf, bulge fraction ``fracdev``)."""
     p = profile(model)
     cov = shape_covariance(g1, g2, T)
-    return GaussianMixture(flux * p.amp, np.array([x, y]), p.var[:, None, None] * cov[None])
+    return GaussianMixture(flux * p.amplitudes(fracdev), np.array([x, y]), p.var[:, None, None] * cov[None])
 
 
 def render_mixture(mix: GaussianMixture, shape: tuple[int, int], *, oversample: int = 1,

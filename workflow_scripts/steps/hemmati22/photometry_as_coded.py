@@ -1,6 +1,7 @@
 """Rule `hemmati22_photometry_as_coded`: the authors' photometry statistic on their subset of blends (exactly two
 hi-res, one low-res and two GAN peaks under their detector): the dominant source fitted on their low-res images
-with the PSF their photometry used (:func:`authors_psf`) at the low-res peak and at the GAN peaks, median |dF/F| of
+with the PSF and the galaxy model their photometry used (:func:`authors_psf`; bulge + disk with a free bulge
+fraction, ``hemmati22.as_coded.photometry_model``) at the low-res peak and at the GAN peaks, median |dF/F| of
 each and their ratio; and the same fit at the true centres (the ratio a perfect position finder would give). Also
 the dominant sources of the subset in every run (Fig 7)."""
 
@@ -44,12 +45,13 @@ def main(snakemake: Any, log: Any) -> None:
         truth_peaks = pd.concat([peaks[peaks["method"] != gan], true_position_peaks(hi.truth, gan)],
                                 ignore_index=True)
         psf = authors_psf(target, study["target"]["band"], study["target"]["profile"])
+        phot = {**params.photometry, "model": study["as_coded"]["photometry_model"]}   # theirs: bdf
         dominants = {}
         # lo_at_truth: the GAN run with the GAN's peaks replaced by the true centres
         for name, run_name, table_of_peaks in (("lo_at_lo", "lo_at_lo", peaks), ("lo_at_gan", "lo_at_gan", peaks),
                                                ("lo_at_truth", "lo_at_gan", truth_peaks)):
             table, _ = run_photometry(run_name, hi, lo, table_of_peaks, None, survey=step_survey(snakemake),
-                                      target=target, study=study, phot=params.photometry, device=params.device,
+                                      target=target, study=study, phot=phot, device=params.device,
                                       seed=params.seed, psf=psf)
             dominants[name] = dominant_source(table, hi.truth, study["band"])
         subset = photometry_subset(blends, gan)
@@ -62,6 +64,7 @@ def main(snakemake: Any, log: Any) -> None:
                  summary["median_abs_dflux_lo_at_truth"], summary["improvement_factor_true_positions"],
                  summary["n_measured_true_positions"])
     summary["gan"] = gan
+    summary["model"] = study["as_coded"]["photometry_model"]
     summary["psf"] = (f"the target PSF declared at 1/{AUTHORS_PSF_OVERSAMPLING} of the low-res pixel, as the authors' "
                       "photom.py did")
     with atomic_path(snakemake.output.summary) as tmp:

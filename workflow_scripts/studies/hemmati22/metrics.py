@@ -138,7 +138,8 @@ def as_coded_entries(as_coded: Mapping[str, Any], gan_models: Mapping[str, str])
         imp = phot["improvement_factor"]
         out.append(entry("photometry_improvement_as_coded", "median |dF/F| of the dominant source, low-res vs GAN "
                          f"positions, on the authors' subset ({phot.get('n_measured', 0)} blends with 2 hi, 1 lo "
-                         "and 2 GAN peaks), fitted with their PSF (the target's at a third of the pixel)",
+                         "and 2 GAN peaks), fitted with their PSF (the target's at a third of the pixel) and their "
+                         f"galaxy model ({phot.get('model', 'bdf')}: bulge + disk, free bulge fraction)",
                          f"{PAPER_PHOTOMETRY['improvement_factor']}x", imp, "x",
                          f">= {AS_CODED_PHOTOMETRY_MIN:g}", None if imp is None else imp >= AS_CODED_PHOTOMETRY_MIN))
     if "improvement_factor_true_positions" in phot:

@@ -278,6 +278,7 @@ def fit_settings(phot: Mapping[str, Any], device: str) -> FitSettings:
     """The engine's settings from the ``photometry`` config block."""
     pri = phot["priors"]
     return FitSettings(model=phot["model"], centre_sigma=pri["centre_sigma_px"], g_sigma=pri["g_sigma"],
+                       fracdev_sigma=pri["fracdev_sigma"],
                        log_T_sigma=pri["log_T_sigma"], flux_sigma_rel=pri["flux_sigma_rel"],
                        max_iter=phot["max_iter"], batch_size=phot["batch_size"], memory_mb=phot["memory_mb"],
                        device=device)
