@@ -199,6 +199,31 @@ def test_photometry_as_coded_is_the_ratio_of_median_relative_flux_errors_on_the_
     assert out["n_measured_true_positions"] == 2
     assert out["median_abs_dflux_lo_at_truth"] == pytest.approx(0.015)
     assert out["improvement_factor_true_positions"] == pytest.approx(0.45 / 0.015)
+    # bootstrap intervals: two blends give resamples (0, 0), (1, 1) or one of each: ratios 10, 10 and 10
+    assert out["improvement_factor_interval_68"] == pytest.approx([10.0, 10.0])
+    assert none["improvement_factor_interval_68"] is None
+
+
+def test_bootstrap_interval_of_a_ratio_of_medians_has_its_nominal_coverage():
+    """Samples of 40 blends with a true ratio of medians 4 (|dF/F| log-normal, like the demo's): the 68 % interval
+    holds the true ratio in 68 +- 8 % (3 binomial sigma) of 300 samples (measured: 71 %), and narrows as the
+    sample grows."""
+    from workflow_scripts.studies.hemmati22.as_coded import bootstrap_ratio_interval
+    rng = np.random.default_rng(3)
+    hits, widths = 0, {}
+    for n in (40, 400):
+        w = []
+        for k in range(300 if n == 40 else 20):
+            lo = 0.4 * np.exp(rng.normal(0, 0.8, n))
+            gan = 0.1 * np.exp(rng.normal(0, 0.8, n))
+            a, b = bootstrap_ratio_interval(lo, gan, n_boot=400, seed=k)
+            assert a <= np.median(lo) / np.median(gan) <= b
+            hits += (a <= 4.0 <= b) if n == 40 else 0
+            w.append(b - a)
+        widths[n] = np.median(w)
+    assert 0.60 <= hits / 300 <= 0.76
+    assert widths[400] < 0.5 * widths[40]
+    assert bootstrap_ratio_interval(np.ones(1), np.ones(1), n_boot=10, seed=0) is None
 
 
 def test_true_position_peaks_give_the_photometry_the_true_centres_on_the_low_res_grid():

@@ -55,7 +55,7 @@ def main(snakemake: Any, log: Any) -> None:
                                       seed=params.seed, psf=psf)
             dominants[name] = dominant_source(table, hi.truth, study["band"])
         subset = photometry_subset(blends, gan)
-        summary = photometry_as_coded(dominants, subset)
+        summary = photometry_as_coded(dominants, subset, seed=params.seed)
         table = dominants_on_subset(dominants, subset)
         log.info("as coded: %s blends in the subset, %s measured in both runs; median |dF/F| %s (lo) vs %s (GAN): %s",
                  summary["n_subset"], summary["n_measured"], summary["median_abs_dflux_lo_at_lo"],

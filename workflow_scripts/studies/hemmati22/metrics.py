@@ -134,20 +134,29 @@ def as_coded_entries(as_coded: Mapping[str, Any], gan_models: Mapping[str, str])
                       PAPER["false_positive_rate"], g["false_positive_rate"], "fraction",
                       f"< {MAX_FALSE_POSITIVE_RATE}", g["false_positive_rate"] < MAX_FALSE_POSITIVE_RATE)]
     phot = as_coded.get("photometry") or {}
+    model = phot.get("model")
+    model_text = {"bdf": "bdf, bulge + disk with a free bulge fraction, as theirs"}.get(model, model)
     if "improvement_factor" in phot:
         imp = phot["improvement_factor"]
         out.append(entry("photometry_improvement_as_coded", "median |dF/F| of the dominant source, low-res vs GAN "
                          f"positions, on the authors' subset ({phot.get('n_measured', 0)} blends with 2 hi, 1 lo "
-                         "and 2 GAN peaks), fitted with their PSF (the target's at a third of the pixel) and their "
-                         f"galaxy model ({phot.get('model', 'bdf')}: bulge + disk, free bulge fraction)",
+                         "and 2 GAN peaks), fitted with their PSF (the target's at a third of the pixel)"
+                         + (f" and galaxy model {model_text}" if model else "")
+                         + _interval_text(phot.get("improvement_factor_interval_68")),
                          f"{PAPER_PHOTOMETRY['improvement_factor']}x", imp, "x",
                          f">= {AS_CODED_PHOTOMETRY_MIN:g}", None if imp is None else imp >= AS_CODED_PHOTOMETRY_MIN))
     if "improvement_factor_true_positions" in phot:
         out.append(entry("photometry_improvement_as_coded_true_positions", "the same with the two true centres in "
                          "place of the GAN peaks (the most any position finder gives with this fit; "
-                         f"{phot.get('n_measured_true_positions', 0)} blends)", None,
+                         f"{phot.get('n_measured_true_positions', 0)} blends)"
+                         + _interval_text(phot.get("improvement_factor_true_positions_interval_68")), None,
                          phot["improvement_factor_true_positions"], "x", None, None))
     return out
+
+
+def _interval_text(interval: Sequence[float] | None) -> str:
+    """`` (68 % bootstrap interval a-b)`` for an entry's text, or nothing."""
+    return "" if not interval else f" (68 % bootstrap interval {interval[0]:.1f}-{interval[1]:.1f})"
 
 
 def photometry_improvement(photometry: Mapping[str, Any] | None) -> float | None:
