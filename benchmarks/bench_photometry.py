@@ -7,8 +7,8 @@
 
 Stamps as in the study: 21 x 21 low-res (HSC-like Moffat PSF, FWHM 3.33 px), 48 x 48 low-res with galaxies twice
 as large, and 64 x 64 hi-res (HST-like Moffat, FWHM 1.5 px, fitted on a 4x oversampled effective PSF); one galaxy
-per stamp (isolated) or two (blend: fitted jointly), exponential or de Vaucouleurs, S/N ~ 50, GalSim renders plus
-Gaussian noise. Every engine fits the same stamps at the same positions with the same model and priors. Goal of
+per stamp (isolated) or two (blend: fitted jointly), exponential, de Vaucouleurs or bulge + disk (bdf: 30 % of
+the light in a de Vaucouleurs bulge of the disk's T), S/N ~ 50, GalSim renders plus Gaussian noise. Every engine fits the same stamps at the same positions with the same model and priors. Goal of
 the issue: >= 5x ngmix per object on CPU, >= 100x on a GPU.
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from workflow_scripts.photometry import FitSettings, get_engine, ngmix_available
+from workflow_scripts.photometry.mixtures import sersic_equivalent
 
 CASES = {21: dict(fwhm=0.6 / 0.18, r_e=1.5, oversampling=1, sep=(4.0, -2.5)),
          48: dict(fwhm=0.6 / 0.18, r_e=3.0, oversampling=1, sep=(8.0, -5.0)),
@@ -40,19 +41,30 @@ def psf_image(fwhm: float, oversampling: int) -> np.ndarray:
                                                              method="no_pixel").array * oversampling**2
 
 
+def galaxy(model: str, r_e: float) -> galsim.GSObject:
+    """A unit-flux GalSim galaxy of the model's family with half-light radius r_e (bdf: of the disk; the bulge
+    has the disk's T and 30 % of the light)."""
+    if model == "exp":
+        return galsim.Exponential(half_light_radius=r_e)
+    if model == "dev":
+        return galsim.DeVaucouleurs(half_light_radius=r_e)
+    r_bulge = r_e * np.sqrt(sersic_equivalent("exp")[1] / sersic_equivalent("dev")[1])
+    return galsim.Add([galsim.Exponential(half_light_radius=r_e, flux=0.7),
+                       galsim.DeVaucouleurs(half_light_radius=r_bulge, flux=0.3)])
+
+
 def stamps(size: int, n: int, n_obj: int, rng: np.random.Generator,
            model: str = "exp") -> tuple[np.ndarray, list[np.ndarray], float]:
     case = CASES[size]
     psf = galsim.Moffat(beta=3.0, fwhm=case["fwhm"])
     c = (size - 1) / 2
     flux, sigma = 1000.0, 1000.0 / 50 / (2 * np.sqrt(np.pi) * case["r_e"] * 1.5)
-    profile = galsim.Exponential if model == "exp" else galsim.DeVaucouleurs
-    img = galsim.Convolve(profile(half_light_radius=case["r_e"]).shear(g1=0.1, g2=-0.05).withFlux(flux),
+    img = galsim.Convolve(galaxy(model, case["r_e"]).shear(g1=0.1, g2=-0.05).withFlux(flux),
                           psf).drawImage(nx=size, ny=size, scale=1.0).array
     pos = [[c, c]]
     if n_obj == 2:
         dx, dy = case["sep"]
-        img = img + galsim.Convolve(profile(half_light_radius=case["r_e"] * 0.7).withFlux(0.5 * flux),
+        img = img + galsim.Convolve(galaxy(model, case["r_e"] * 0.7).withFlux(0.5 * flux),
                                     psf).drawImage(nx=size, ny=size, scale=1.0, offset=(dx, dy)).array
         pos.append([c + dx, c + dy])
     images = img[None] + rng.normal(scale=sigma, size=(n, size, size))
@@ -76,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", type=int, nargs="+", default=[21, 48, 64], choices=sorted(CASES))
-    parser.add_argument("--models", nargs="+", default=["exp", "dev"], choices=["exp", "dev"])
+    parser.add_argument("--models", nargs="+", default=["exp", "dev", "bdf"], choices=["exp", "dev", "bdf"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU threads of the mixture engine")
     parser.add_argument("--no-ngmix", action="store_true")
     args = parser.parse_args()
