@@ -10,7 +10,8 @@ from workflow_scripts.config import lineage_hash
 # first. "start": the PSFs and the cheap jobs at the head of each study's chain, so that every training can start
 # early (left to the default order, the last GOODS-S PSF ran after 7 minutes of other jobs and the pix2pix training
 # after 19 of 30); "tail": the deblending study's jobs after its GANs (inference, detection, photometry: ~7 minutes
-# in a row), so that they do not wait behind the other studies' trainings; "train": the deblending GANs, whose
+# in a row; and the protocol "as coded", whose photometry otherwise started at minute 29 of 31), so that they do not
+# wait behind the other studies' trainings; "train": the deblending GANs, whose
 # tail is the longest, before the other trainings.
 PRIORITY = {"psf": 30, "start": 20, "tail": 10, "train": 5}
 

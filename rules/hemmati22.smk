@@ -214,6 +214,7 @@ rule hemmati22_lowres_as_coded:
     benchmark:
         f"{BENCH}/hemmati22/lowres_as_coded.tsv"
     threads: 1
+    priority: PRIORITY["tail"]
     resources:
         mem_mb=2000 + (H22["n_blends"] + H22["n_isolated"]) * len(H22_SURVEY.bands) * 64 * 64 * 4 * 2 // 2**20,
         runtime=30,
@@ -249,6 +250,7 @@ rule hemmati22_detect_as_coded:
     benchmark:
         f"{BENCH}/hemmati22/detect_as_coded.tsv"
     threads: 1
+    priority: PRIORITY["tail"]
     resources:
         mem_mb=2000 + (H22["n_blends"] + H22["n_isolated"]) * len(H22_SURVEY.bands) * 64 * 64 * 4 * 2 // 2**20,
         runtime=30,
@@ -515,6 +517,7 @@ rule hemmati22_photometry_as_coded:
     benchmark:
         f"{BENCH}/hemmati22/photometry_as_coded.tsv"
     threads: PHOT_RES["threads"]
+    priority: PRIORITY["tail"]
     resources:
         gpu=PHOT_RES["gpu"],
         mem_mb=PHOT_RES["mem_mb"],

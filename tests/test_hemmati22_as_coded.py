@@ -204,6 +204,16 @@ def test_photometry_as_coded_is_the_ratio_of_median_relative_flux_errors_on_the_
     assert none["improvement_factor_interval_68"] is None
 
 
+def test_peaks_on_subset_leaves_positions_only_for_the_subsets_blends():
+    from workflow_scripts.studies.hemmati22.as_coded import peaks_on_subset
+    peaks = pd.DataFrame({"sample": ["blends"] * 4 + ["isolated"], "method": ["lo", "g", "g", "lo", "lo"],
+                          "index": [0, 0, 2, 3, 1], "x": [1.0, 2.0, 3.0, 4.0, 5.0], "y": 0.0})
+    kept = peaks_on_subset(peaks, np.array([True, False, False, True]))
+    assert kept["x"].tolist() == [1.0, 2.0, 4.0, 5.0]                # blend 2 dropped, the isolated stamp kept
+    pos = positions_from_peaks(kept, "g", 4)
+    assert [len(p) for p in pos] == [1, 0, 0, 0]
+
+
 def test_bootstrap_interval_of_a_ratio_of_medians_has_its_nominal_coverage():
     """Samples of 40 blends with a true ratio of medians 4 (|dF/F| log-normal, like the demo's): the 68 % interval
     holds the true ratio in 68 +- 8 % (3 binomial sigma) of 300 samples (measured: 71 %), and narrows as the

@@ -23,7 +23,8 @@ from workflow_scripts.imaging.stamps import read_cutouts
 from workflow_scripts.io import atomic_path
 from workflow_scripts.steps._common import run, step_survey
 from workflow_scripts.studies.hemmati22.as_coded import (AUTHORS_PSF_OVERSAMPLING, authors_psf, dominants_on_subset,
-                                                         photometry_as_coded, photometry_subset, true_position_peaks)
+                                                         peaks_on_subset, photometry_as_coded, photometry_subset,
+                                                         true_position_peaks)
 from workflow_scripts.studies.hemmati22.blends import read_blends
 from workflow_scripts.studies.hemmati22.photometry import dominant_source, run_photometry
 from workflow_scripts.surveys import Survey
@@ -42,8 +43,11 @@ def main(snakemake: Any, log: Any) -> None:
     else:
         hi, lo, peaks = read_blends(inp.blends_hi), read_cutouts(inp.blends_lo), pd.read_parquet(inp.peaks)
         target = Survey.from_config(params.target["name"], params.target)
+        subset = photometry_subset(blends, gan)
         truth_peaks = pd.concat([peaks[peaks["method"] != gan], true_position_peaks(hi.truth, gan)],
                                 ignore_index=True)
+        # only the subset's blends are fitted (the statistic uses no other)
+        peaks, truth_peaks = peaks_on_subset(peaks, subset), peaks_on_subset(truth_peaks, subset)
         psf = authors_psf(target, study["target"]["band"], study["target"]["profile"])
         phot = {**params.photometry, "model": study["as_coded"]["photometry_model"]}   # theirs: bdf
         dominants = {}
@@ -54,7 +58,6 @@ def main(snakemake: Any, log: Any) -> None:
                                       target=target, study=study, phot=phot, device=params.device,
                                       seed=params.seed, psf=psf)
             dominants[name] = dominant_source(table, hi.truth, study["band"])
-        subset = photometry_subset(blends, gan)
         summary = photometry_as_coded(dominants, subset, seed=params.seed)
         table = dominants_on_subset(dominants, subset)
         log.info("as coded: %s blends in the subset, %s measured in both runs; median |dF/F| %s (lo) vs %s (GAN): %s",
