@@ -9,7 +9,8 @@ from workflow_scripts.config import lineage_hash
 # Scheduling only (no output depends on it): among the jobs that are ready, Snakemake starts those of higher priority
 # first. "start": the PSFs and the cheap jobs at the head of each study's chain, so that every training can start
 # early (left to the default order, the last GOODS-S PSF ran after 7 minutes of other jobs and the pix2pix training
-# after 19 of 30); "tail": the deblending study's jobs after its GANs (inference, detection, photometry: ~7 minutes
+# after 19 of 30; the Sersic fits of the likelihood-ratio study, ahead of its archetype model, waited until minute
+# 31 of 34 and left one core idle for the last 4); "tail": the deblending study's jobs after its GANs (inference, detection, photometry: ~7 minutes
 # in a row; and the protocol "as coded", whose photometry otherwise started at minute 29 of 31), so that they do not
 # wait behind the other studies' trainings; "train": the deblending GANs, whose
 # tail is the longest, before the other trainings.

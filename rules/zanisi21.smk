@@ -124,6 +124,7 @@ rule zanisi21_fit:
         f"{LOGS}/zanisi21/fit_{{set}}.log",
     benchmark:
         f"{BENCH}/zanisi21/fit_{{set}}.tsv"
+    priority: PRIORITY["start"]
     threads: 1
     resources:
         mem_mb=2000,
@@ -155,6 +156,7 @@ rule zanisi21_archetypes:
         f"{LOGS}/zanisi21/archetypes.log",
     benchmark:
         f"{BENCH}/zanisi21/archetypes.tsv"
+    priority: PRIORITY["start"]
     threads: 1
     resources:
         mem_mb=2000,
