@@ -3,8 +3,8 @@
 Model
 -----
 Each object of a stamp is a galaxy mixture of :mod:`.mixtures` (``gauss`` / ``exp`` / ``dev`` / ``bdf``) with
-parameters (x, y, g1, g2, T, flux) and, for bdf, the bulge fraction fracdev, convolved analytically with the PSF mixture of :mod:`.psf_fit` (covariances add) and
-evaluated at the pixel centres: the PSF mixture is fitted to the *effective* PSF, so this is the pixel-integrated
+parameters (x, y, g1, g2, T, flux) and, for bdf, the bulge fraction fracdev, convolved analytically with the PSF
+mixture of :mod:`.psf_fit` (covariances add) and evaluated at the pixel centres: the PSF mixture is fitted to the *effective* PSF, so this is the pixel-integrated
 image. All objects of a stamp are fitted jointly (their model images add), and all stamps of a batch at once.
 
 Internally the shape is the conformal ellipticity eta (|g| = tanh(|eta| / 2), so |g| < 1 always) and the size is
@@ -30,8 +30,8 @@ Cost: the model of a stamp is a sum over objects and components of exp(quadratic
 column terms plus one outer product per component. Every Jacobian row is a polynomial of degree <= 2 in the
 offsets (dx, dy) from the object's centre whose coefficients are sums over the components of G times
 per-component factors (the derivatives by the galaxy's second moments, the chain rule to eta and ln T and the
-flux folded in): 16 such sums (bdf: 17, the components weighted by the bulge fraction, plus d/dfracdev), one batched matrix product (16 x components times components x pixels), then a few
-multiply-adds per pixel. So the work per pixel and component is a few multiply-adds and one exp, on CPU or GPU.
+flux folded in): 16 such sums (bdf: 17, the components weighted by the bulge fraction, plus d / dfracdev), one
+batched matrix product (16 x components times components x pixels), then a few multiply-adds per pixel. So the work per pixel and component is a few multiply-adds and one exp, on CPU or GPU.
 On stamps of 32 px or more, components that fall below exp(-18) (float32; exp(-30) in float64) of their peak
 within a window around the centre covering at most half the stamp are evaluated in that window only and added in.
 The large arrays (component values, the 16 sums, the Jacobian) are written into working memory kept for the whole
@@ -102,8 +102,7 @@ FLAG_NAMES = {FLAG_NO_DATA: "no_data", FLAG_NO_OBJECTS: "no_objects", FLAG_NOT_C
 
 #: one row per (stamp, object) in every engine's result
 RESULT_COLUMNS = ("stamp", "object", "n_objects", "x_init", "y_init", "x", "y", "g1", "g2", "T", "fracdev", "flux",
-                  "flux_err",
-                  "chi2_dof", "converged", "flags", "n_iter", "engine", "model")
+                  "flux_err", "chi2_dof", "converged", "flags", "n_iter", "engine", "model")
 
 _NPAR = 6  # x, y, eta1, eta2, log T, flux (bdf: a 7th, fracdev)
 #: the per-object values of an engine's result (None for stamps not fitted)
