@@ -8,8 +8,9 @@
 Stamps as in the study: 21 x 21 low-res (HSC-like Moffat PSF, FWHM 3.33 px), 48 x 48 low-res with galaxies twice
 as large, and 64 x 64 hi-res (HST-like Moffat, FWHM 1.5 px, fitted on a 4x oversampled effective PSF); one galaxy
 per stamp (isolated) or two (blend: fitted jointly), exponential, de Vaucouleurs or bulge + disk (bdf: 30 % of
-the light in a de Vaucouleurs bulge of the disk's T), S/N ~ 50, GalSim renders plus Gaussian noise. Every engine fits the same stamps at the same positions with the same model and priors. Goal of
-the issue: >= 5x ngmix per object on CPU, >= 100x on a GPU.
+the light in a de Vaucouleurs bulge of the disk's T), S/N ~ 50, GalSim renders plus Gaussian noise. Every engine
+fits the same stamps at the same positions with the same model and priors. Goal of the issue: >= 5x ngmix per
+object on CPU, >= 100x on a GPU.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Model
 -----
 Each object of a stamp is a galaxy mixture of :mod:`.mixtures` (``gauss`` / ``exp`` / ``dev`` / ``bdf``) with
 parameters (x, y, g1, g2, T, flux) and, for bdf, the bulge fraction fracdev, convolved analytically with the PSF
-mixture of :mod:`.psf_fit` (covariances add) and evaluated at the pixel centres: the PSF mixture is fitted to the *effective* PSF, so this is the pixel-integrated
-image. All objects of a stamp are fitted jointly (their model images add), and all stamps of a batch at once.
+mixture of :mod:`.psf_fit` (covariances add) and evaluated at the pixel centres: the PSF mixture is fitted to the
+*effective* PSF, so this is the pixel-integrated image. All objects of a stamp are fitted jointly (their model
+images add), and all stamps of a batch at once.
 
 Internally the shape is the conformal ellipticity eta (|g| = tanh(|eta| / 2), so |g| < 1 always) and the size is
 log T; flux stays linear so that its error comes straight from the covariance. fracdev stays linear too, bounded
@@ -31,7 +32,8 @@ column terms plus one outer product per component. Every Jacobian row is a polyn
 offsets (dx, dy) from the object's centre whose coefficients are sums over the components of G times
 per-component factors (the derivatives by the galaxy's second moments, the chain rule to eta and ln T and the
 flux folded in): 16 such sums (bdf: 17, the components weighted by the bulge fraction, plus d / dfracdev), one
-batched matrix product (16 x components times components x pixels), then a few multiply-adds per pixel. So the work per pixel and component is a few multiply-adds and one exp, on CPU or GPU.
+batched matrix product (16 x components times components x pixels), then a few multiply-adds per pixel. So the
+work per pixel and component is a few multiply-adds and one exp, on CPU or GPU.
 On stamps of 32 px or more, components that fall below exp(-18) (float32; exp(-30) in float64) of their peak
 within a window around the centre covering at most half the stamp are evaluated in that window only and added in.
 The large arrays (component values, the 16 sums, the Jacobian) are written into working memory kept for the whole

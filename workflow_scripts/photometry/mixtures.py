@@ -15,11 +15,12 @@ Profiles (:data:`PROFILES`)
   de Vaucouleurs profile (n = 4); amplitudes and relative variances of Hogg & Lang (2013, PASP 125, 719), in the
   normalisation used by ngmix (``gmix_nb._pvals_exp`` / ``_fvals_exp`` and ``_dev``; numbers are facts, the
   code here is ours).
-* ``bdf``: bulge + disk with a free bulge fraction ``fracdev`` (ngmix's ``bdf``, the model of Hemmati et al.'s
-  photometry code): the exp and the dev mixture with the same centre, shape and T, fluxes ``1 - fracdev`` and
-  ``fracdev``; :meth:`Profile.amplitudes` gives the 16 amplitudes for a fracdev (``amp``: those at 0.5). Hogg & Lang fitted *softened, truncated* profiles (exp cut off by 4 r_e, dev by 8 r_e), so
+  Hogg & Lang fitted *softened, truncated* profiles (exp cut off by 4 r_e, dev by 8 r_e), so
   the mixtures hold the light inside those radii: fitted to an untruncated profile the exp mixture finds ~0.14 %
   less flux, the dev mixture ~5.7 % less (measured; :func:`sersic_equivalent`). ngmix has the same limits.
+* ``bdf``: bulge + disk with a free bulge fraction ``fracdev`` (ngmix's ``bdf``, the model of Hemmati et al.'s
+  photometry code): the exp and the dev mixture with the same centre, shape and T, fluxes ``1 - fracdev`` and
+  ``fracdev``; :meth:`Profile.amplitudes` gives the 16 amplitudes for a fracdev (``amp``: those at 0.5).
 
 The half-light radius of a mixture follows from its amplitudes and variances (:func:`half_light_radius`):
 ``T = 2.0912 r_e^2`` for exp, ``6.3249 r_e^2`` for dev (:data:`T_PER_RE2`), ``2 r_e^2 / ln 4`` for a Gaussian.

@@ -7,16 +7,17 @@ the package works without it and :func:`ngmix_available` says whether it can be 
   with retries) of the PSF image; the galaxies are convolved with that mixture.
 * One object in a stamp: ``ngmix.fitting.Fitter(model, prior)`` with its analytic Jacobian.
 * Several objects: all fitted together, as MOF does: one parameter vector of 6 per object (7 for bdf: ngmix
-  orders them row, col, g1, g2, T, fracdev, flux), the residual vector is
-  every object's ``PriorSimpleSep`` (bdf: ``PriorBDFSep``) terms followed by the pixels of the sum of the objects' convolved ``GMix``
-  models (``GMix.fill_fdiff``), minimised by ngmix's bounded Levenberg-Marquardt (``run_leastsq``).
+  orders them row, col, g1, g2, T, fracdev, flux), the residual vector is every object's ``PriorSimpleSep`` (bdf:
+  ``PriorBDFSep``) terms followed by the pixels of the sum of the objects' convolved ``GMix`` models
+  (``GMix.fill_fdiff``), minimised by ngmix's bounded Levenberg-Marquardt (``run_leastsq``).
 
 Priors, as close to the mixture engine's as ngmix offers: ``CenPrior`` (sigma ``centre_sigma``) at each given
 position, ``GPriorBA(g_sigma)`` on the shape, a flat prior on T (0.01 T_psf to 10^4 T_psf), a normal prior on the
 flux (width ``flux_sigma_rel`` x max(|F_0|, PSF-flux noise)); bdf: a flat prior on fracdev in [0, 1], as the
-authors' code had it (the mixture engine, which has no bounds, puts a normal prior on logit(fracdev)). Flux errors come from the unscaled covariance
-(``pars_cov0``), as in the mixture engine. ngmix parameters are (row, col) = (y, x) with a unit Jacobian at the
-stamp origin, so positions are pixel coordinates with centres at integers.
+authors' code had it (the mixture engine bounds fracdev to [0, 1] and adds a weak N(0.5, ``fracdev_sigma``) that
+keeps its system regular). Flux errors come from the unscaled covariance (``pars_cov0``), as in the mixture
+engine. ngmix parameters are (row, col) = (y, x) with a unit Jacobian at the stamp origin, so positions are pixel
+coordinates with centres at integers.
 """
 
 from __future__ import annotations
