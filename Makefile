@@ -5,6 +5,9 @@ VENV   ?= .venv
 # this machine's CPUs: the demo's jobs, 1-thread trainings included, run side by side on them
 CORES  ?= $(shell nproc 2>/dev/null || echo 8)
 BIN    := $(VENV)/bin
+# pytest-xdist workers of `make test`: one runs the ci preset and the tests that read it (tests/conftest.py), the
+# others the rest
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install clean
 
@@ -20,7 +23,7 @@ demo: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) all
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist load
 
 clean:
 	rm -rf results data .snakemake
