@@ -49,7 +49,7 @@ def losses_without_timing(out: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize("hw", [(1, 1), (2, 2), (3, 5), (4, 4)])
 def test_generator_output_is_exactly_16x_the_noise_field_and_in_0_1(hw):
     g = init_weights(SGANGenerator())  # the paper's network
-    assert g.scale == 16 and g.arch == {"nz": 50, "channels": 3, "filters": [256, 128, 64, 32]}
+    assert g.scale == 16 and g.arch == {"nz": 50, "channels": 3, "filters": [256, 128, 64, 32], "output_bias": None}
     assert not [m for m in g.modules() if "Norm" in type(m).__name__]  # no normalisation layers
     h, w = hw
     with torch.no_grad():
@@ -58,6 +58,46 @@ def test_generator_output_is_exactly_16x_the_noise_field_and_in_0_1(hw):
     assert float(y.min()) > 0.0 and float(y.max()) < 1.0
     with pytest.raises(ValueError, match=r"expects noise \(B, 50, h, w\)"):
         g(torch.randn(1, 49, h, w))
+
+
+@pytest.mark.parametrize("scheme", ["glorot", "normal"])
+def test_output_bias_starts_the_untrained_generator_at_the_sky(scheme):
+    """A deep field's sky is ~0.005 after min-max scaling: with output_bias the untrained generator's median pixel is
+    that level in every band (the sigmoid keeps the median of a symmetric ripple around the logit), under both
+    initialisations; without it the median is 0.5, ~100x the sky."""
+    sky = [0.006, 0.0045, 0.005]
+    g = init_weights(SGANGenerator(nz=50, channels=3, filters=(32, 16, 8, 8), output_bias=sky), scheme=scheme)
+    plain = init_weights(SGANGenerator(nz=50, channels=3, filters=(32, 16, 8, 8)), scheme=scheme)
+    z = torch.randn(2, 50, 6, 6)
+    with torch.no_grad():
+        out, out_plain = g(z), plain(z)
+    median = out.transpose(0, 1).reshape(3, -1).median(dim=1).values
+    torch.testing.assert_close(median, torch.tensor(sky), rtol=0.25, atol=0.0)
+    assert abs(float(out_plain.median()) - 0.5) < 0.05
+    assert build_model(*architecture(g).values()).arch["output_bias"] == sky  # kept with the model file
+    for bad in ([0.5, 0.5], [0.0, 0.1, 0.1], [0.2, 1.0, 0.2]):
+        with pytest.raises(ValueError, match="output_bias must hold 3 levels in"):
+            SGANGenerator(channels=3, output_bias=bad)
+
+
+def test_glorot_init_is_keras_default_and_normal_is_dcgan():
+    """glorot: uniform in +-sqrt(6 / (fan_in + fan_out)) (Keras' default, the authors' code), biases 0; normal:
+    N(0, 0.02). Measured on the paper's discriminator's 32 -> 64 convolution (fans 32*16 and 64*16)."""
+    d = init_weights(SGANDiscriminator(), scheme="glorot")
+    w = d.features[4].weight.detach()
+    bound = math.sqrt(6.0 / (32 * 16 + 64 * 16))
+    assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.99 * bound
+    assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.02)
+    assert all(float(m.bias.abs().max()) == 0.0 for m in d.modules() if isinstance(m, torch.nn.Conv2d))
+    w = init_weights(SGANDiscriminator(), scheme="normal").features[4].weight.detach()
+    assert float(w.std()) == pytest.approx(0.02, rel=0.02)
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        init_weights(d, scheme="he")
+    with pytest.raises(ConfigError, match="init must be one of"):
+        RelativisticPackedGAN(SGANGenerator(nz=8, filters=(4,)), SGANDiscriminator(filters=(4,)), 8, init="he")
+    obj = RelativisticPackedGAN(SGANGenerator(nz=8, filters=(4,)), SGANDiscriminator(filters=(4,)), 8,
+                                init="glorot")
+    assert obj.fingerprint()["init"] == "glorot"
 
 
 def test_generator_is_fully_convolutional_and_seamless_away_from_the_noise_borders(capsys):

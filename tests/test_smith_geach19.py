@@ -18,7 +18,7 @@ from workflow_scripts.metrics import validate_metrics
 from workflow_scripts.models.sgan import SGANGenerator
 from workflow_scripts.studies.smith_geach19 import data, tessellate as tess, validation
 from workflow_scripts.studies.smith_geach19.metrics import compute_metrics
-from workflow_scripts.studies.smith_geach19.model import snapshot_epochs
+from workflow_scripts.studies.smith_geach19.model import build_objective, snapshot_epochs
 
 BANDS = ["F606W", "F775W", "F814W"]
 ZP = {"F606W": 26.505, "F775W": 25.678, "F814W": 25.947}
@@ -193,3 +193,20 @@ def test_extraction_does_not_depend_on_seps_pixel_buffer():
     finally:
         sep.set_extract_pixstack(max(old, sep.get_extract_pixstack()))
     assert len(cat) == 3 and np.isfinite(cat["mag_F606W"]).all()
+
+
+def test_build_objective_starts_the_generator_at_the_fields_sky_or_at_one_half():
+    """model.output_bias: sky -> the output layer's bias is the logit of each band's median of the training field;
+    zero -> 0 (the authors'). model.init reaches the objective."""
+    rng = np.random.default_rng(0)
+    field = np.clip(rng.normal([[[0.006]], [[0.0045]], [[0.005]]], 0.0013, (3, 64, 64)), 0, 1).astype(np.float32)
+    base = {"nz": 4, "g_filters": [4, 4], "d_filters": [4, 4]}
+    obj = build_objective({**base, "init": "glorot", "output_bias": "sky"}, field)
+    assert obj.init_scheme == "glorot"
+    obj.reset_parameters()
+    last = obj.generator.net[-2]
+    expected = torch.logit(torch.tensor(np.median(field.reshape(3, -1), axis=1), dtype=torch.float32))
+    torch.testing.assert_close(last.bias.detach(), expected)
+    obj = build_objective({**base, "init": "normal", "output_bias": "zero"}, field)
+    obj.reset_parameters()
+    assert obj.init_scheme == "normal" and float(obj.generator.net[-2].bias.abs().max()) == 0.0

@@ -24,24 +24,40 @@ LEAKY_SLOPE = 0.2
 IMAGE_SIZE = 64
 
 
-def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
-    """DCGAN initialisation, applied recursively: conv / transposed-conv / linear weights ~ N(0, std), biases 0;
-    normalisation layers (BatchNorm, InstanceNorm, GroupNorm with affine parameters) weight ~ N(1, std), bias 0.
+#: the weight initialisations :func:`init_weights` knows
+INIT_SCHEMES = ("normal", "glorot")
+
+
+def init_weights(module: nn.Module, std: float = 0.02, scheme: str = "normal") -> nn.Module:
+    """Initialise every layer of ``module``, recursively; biases 0 in both schemes.
+
+    * ``normal`` (DCGAN, Radford et al. 2016): conv / transposed-conv / linear weights ~ N(0, std); normalisation
+      layers (BatchNorm, InstanceNorm, GroupNorm with affine parameters) weight ~ N(1, std).
+    * ``glorot``: Keras' default (Glorot-uniform kernels, U(-a, a) with a = sqrt(6 / (fan_in + fan_out))),
+      normalisation weights 1: what models written in Keras started from without saying so (Smith & Geach's code).
 
     Uses the global torch RNG (seed it first). Then every submodule with a ``reset_after_init()`` method gets it
     called (e.g. a residual branch that must start at zero). Returns ``module`` for chaining.
     """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init_weights: scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
     conv_like = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
                  nn.Linear)
     norm_like = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm)
     for m in module.modules():
         if isinstance(m, conv_like):
-            nn.init.normal_(m.weight, 0.0, std)
+            if scheme == "glorot":
+                nn.init.xavier_uniform_(m.weight)  # symmetric in fan_in and fan_out: the same for transposed convs
+            else:
+                nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, norm_like):
             if getattr(m, "weight", None) is not None:
-                nn.init.normal_(m.weight, 1.0, std)
+                if scheme == "glorot":
+                    nn.init.ones_(m.weight)
+                else:
+                    nn.init.normal_(m.weight, 1.0, std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
     for m in module.modules():

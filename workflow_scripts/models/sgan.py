@@ -30,8 +30,10 @@ keeps the size. Being fully convolutional (and translation equivariant: a shift 
 image by 16), two noise fields that agree on a region give images that agree far enough inside that region, which
 is what lets the study tile a large field from overlapping pieces.
 
-Weights: the training objective initialises both networks with the house DCGAN scheme N(0, 0.02) (the authors kept
-Keras' Glorot-uniform default).
+Weights: the training objective initialises both networks (``init``: the authors' Keras default, Glorot-uniform, or
+the house DCGAN N(0, 0.02)). ``output_bias`` (ours, beyond the paper) starts the generator's sigmoid at a given level
+per band, e.g. the training field's sky: with a zero bias an untrained generator paints every pixel 0.5, hundreds
+of sky sigmas above a deep field's sky (~0.005 after min-max scaling), and its first steps saturate the sigmoid.
 """
 
 from __future__ import annotations
@@ -82,14 +84,24 @@ class SGANGenerator(nn.Module):
     ``filters[0]``: the first ConvTranspose k4 s2 + ELU; each further ``f``: ConvTranspose k4 s2 + ELU, then two
     Conv k4 s1 (zero padding (1, 2, 1, 2), see the module docstring) + ELU; then ConvTranspose k3 s1 p1 to
     ``channels`` and sigmoid. Any h, w >= 1.
+
+    ``output_bias``: one level in (0, 1) per channel, or None; after initialisation (:meth:`reset_after_init`) the
+    output layer's bias is its logit, so that the untrained generator paints that level (plus its weights' ripple).
     """
 
-    def __init__(self, nz: int = NZ, channels: int = 3, filters: Sequence[int] = (256, 128, 64, 32)) -> None:
+    def __init__(self, nz: int = NZ, channels: int = 3, filters: Sequence[int] = (256, 128, 64, 32),
+                 output_bias: Sequence[float] | None = None) -> None:
         super().__init__()
         fs = _filters(filters, "SGANGenerator")
         if int(nz) < 1 or int(channels) < 1:
             raise ValueError(f"SGANGenerator: nz and channels must be >= 1, got {nz}, {channels}")
-        self.arch: dict[str, Any] = {"nz": int(nz), "channels": int(channels), "filters": fs}
+        bias = None
+        if output_bias is not None:
+            bias = [float(v) for v in output_bias]
+            if len(bias) != int(channels) or not all(0.0 < v < 1.0 for v in bias):
+                raise ValueError(f"SGANGenerator: output_bias must hold {channels} levels in (0, 1) (the sigmoid's "
+                                 f"range), got {output_bias!r}")
+        self.arch: dict[str, Any] = {"nz": int(nz), "channels": int(channels), "filters": fs, "output_bias": bias}
         self.nz = int(nz)
         #: upsampling factor: output side = scale * noise side
         self.scale = 2 ** len(fs)
@@ -103,6 +115,14 @@ class SGANGenerator(nn.Module):
             cin = f
         layers += [nn.ConvTranspose2d(cin, int(channels), 3, 1, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
+
+    def reset_after_init(self) -> None:
+        """With ``output_bias``: the output layer's bias is set to its logit (called by ``init_weights``)."""
+        bias = self.arch.get("output_bias")
+        if bias is not None:
+            last = self.net[-2]  # the output ConvTranspose, before the sigmoid
+            with torch.no_grad():
+                last.bias.copy_(torch.logit(torch.tensor(bias, dtype=last.bias.dtype)))
 
     def margins(self) -> tuple[int, int]:
         """``(before, after)``: how many output pixels at the start (top / left) and at the end (bottom / right) of

@@ -28,10 +28,23 @@ def snapshot_epochs(epochs: int, every: int, members: int) -> list[int]:
     return [epochs - every * k for k in range(members - 1, -1, -1)]
 
 
-def build_objective(model: Mapping[str, Any], channels: int) -> RelativisticPackedGAN:
-    gen = SGANGenerator(nz=model["nz"], channels=channels, filters=model["g_filters"])
+def output_levels(model: Mapping[str, Any], field: np.ndarray) -> list[float] | None:
+    """The generator's starting level per band (``model.output_bias``): ``sky``, the median of each band of the
+    (normalised) training field, i.e. its sky; ``zero``: None, a zero bias (sigmoid 0.5), as the authors'."""
+    if model["output_bias"] == "zero":
+        return None
+    levels = np.median(field.reshape(field.shape[0], -1), axis=1)
+    return [float(v) for v in np.clip(levels, 1e-4, 1 - 1e-4)]  # a finite logit even for a sky clipped at 0
+
+
+def build_objective(model: Mapping[str, Any], field: np.ndarray) -> RelativisticPackedGAN:
+    """The Spatial-GAN pair for a normalised (C, H, W) training field: ``model.init`` and ``model.output_bias``
+    choose the starting weights (see :mod:`workflow_scripts.models.sgan`)."""
+    channels = field.shape[0]
+    gen = SGANGenerator(nz=model["nz"], channels=channels, filters=model["g_filters"],
+                        output_bias=output_levels(model, field))
     disc = SGANDiscriminator(channels=channels, pack=2, filters=model["d_filters"])
-    return RelativisticPackedGAN(gen, disc, noise_channels=model["nz"], pack=2)
+    return RelativisticPackedGAN(gen, disc, noise_channels=model["nz"], pack=2, init=model["init"])
 
 
 def train_ensemble(model: Mapping[str, Any], ensemble: Mapping[str, Any], field: np.ndarray, crop_size: int,
@@ -45,7 +58,7 @@ def train_ensemble(model: Mapping[str, Any], ensemble: Mapping[str, Any], field:
     for epoch in snapshot_epochs(model["epochs"], ensemble["every"], ensemble["members"]):
         cfg = TrainConfig(epochs=epoch, batch_size=model["batch_size"], lr_g=model["lr_g"], lr_d=model["lr_d"],
                           betas=(model["beta1"], 0.999), seed=seed, device=device)
-        result = train(build_objective(model, field.shape[0]), data, cfg, out_dir, progress=progress)
+        result = train(build_objective(model, field), data, cfg, out_dir, progress=progress)
         result.raise_if_preempted()
         snap = out_dir / f"generator_epoch{epoch:04d}.pt"
         shutil.copyfile(result.model_path, snap)
@@ -55,4 +68,4 @@ def train_ensemble(model: Mapping[str, Any], ensemble: Mapping[str, Any], field:
     return snaps, result
 
 
-__all__ = ["build_objective", "snapshot_epochs", "train_ensemble"]
+__all__ = ["build_objective", "output_levels", "snapshot_epochs", "train_ensemble"]

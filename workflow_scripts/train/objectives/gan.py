@@ -57,6 +57,9 @@ class GANObjective(Objective):
     #: False: the generator's adversarial term sees a detached fake (a defect of Pearce-Casey+23's code, kept as an
     #: "as coded" option); the term is still logged
     adversarial_gradient: bool = True
+    #: the weight initialisation of both networks (:func:`workflow_scripts.models.init_weights`): the DCGAN
+    #: N(0, 0.02) unless an objective is told otherwise
+    init_scheme: str = "normal"
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module) -> None:
         self.generator = generator
@@ -83,9 +86,10 @@ class GANObjective(Objective):
                               "alone, so l1_weight must be > 0")
 
     def reset_parameters(self) -> None:
-        """The DCGAN N(0, 0.02) scheme, generator first (the order of the RNG draws is part of the result)."""
-        init_weights(self.generator)
-        init_weights(self.discriminator)
+        """``init_scheme`` (the DCGAN N(0, 0.02) by default), generator first (the order of the RNG draws is part of
+        the result)."""
+        init_weights(self.generator, scheme=self.init_scheme)
+        init_weights(self.discriminator, scheme=self.init_scheme)
 
     def optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         return {GENERATOR: torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas),

@@ -28,7 +28,8 @@ step, then one discriminator step, each on a fresh real batch); over many steps 
 only shifted by half a step, and ours draws one real batch per step, as the loop's data order requires.
 
 Optimisers: Adam for each network, ``lr_g`` / ``lr_d`` / ``betas`` of the :class:`TrainConfig`; the paper's
-values are :data:`PAPER_OPTIONS` (2e-4 both, betas (0.5, 0.999)). Weights start from the house N(0, 0.02) scheme.
+values are :data:`PAPER_OPTIONS` (2e-4 both, betas (0.5, 0.999)). Weights: ``init="glorot"`` is the authors' code
+(Keras' default, Glorot-uniform; the paper does not say), ``"normal"`` the house DCGAN N(0, 0.02).
 Loss columns: ``loss_d``, ``loss_g`` (the two losses above), ``d_real`` = mean D_R(x_r) and ``d_fake`` = mean
 D_R(x_f), both from the discriminator step (before its update). The generator is exported as ``generator.pt``.
 """
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow_scripts.errors import ConfigError
+from workflow_scripts.models.dcgan import INIT_SCHEMES
 from workflow_scripts.models.sgan import NZ, pack as pack_images
 from workflow_scripts.train.objectives.base import StepContext
 from workflow_scripts.train.objectives.gan import DISCRIMINATOR, GENERATOR, GANObjective, _first
@@ -82,8 +84,11 @@ class RelativisticPackedGAN(GANObjective):
     progress_columns = ("loss_d", "loss_g")
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise_channels: int = NZ,
-                 pack: int = 2) -> None:
+                 pack: int = 2, init: str = "normal") -> None:
         super().__init__(generator, discriminator)
+        if init not in INIT_SCHEMES:
+            raise ConfigError(f"RelativisticPackedGAN: init must be one of {INIT_SCHEMES}, got {init!r}")
+        self.init_scheme = init
         self.noise_channels, self.pack = int(noise_channels), int(pack)
         if self.noise_channels < 1 or self.pack < 1:
             raise ValueError(f"RelativisticPackedGAN: noise_channels and pack must be >= 1, got {noise_channels}, "
@@ -155,7 +160,8 @@ class RelativisticPackedGAN(GANObjective):
                     "d_real": torch.sigmoid(c_r - c_f.mean()).mean(), "d_fake": torch.sigmoid(c_f - c_r.mean()).mean()}
 
     def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), "noise_channels": self.noise_channels, "pack": self.pack}
+        return {**super().fingerprint(), "noise_channels": self.noise_channels, "pack": self.pack,
+                "init": self.init_scheme}
 
     def legacy(self, cfg: TrainConfig, dataset: Mapping[str, Any]) -> Legacy | None:
         return None  # newer than the version-1 GAN-only loop: no such checkpoint of it exists
