@@ -88,7 +88,7 @@ def test_glorot_init_is_keras_default_and_normal_is_dcgan():
     bound = math.sqrt(6.0 / (32 * 16 + 64 * 16))
     assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.99 * bound
     assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.02)
-    assert all(float(m.bias.abs().max()) == 0.0 for m in d.modules() if isinstance(m, torch.nn.Conv2d))
+    assert all(float(m.bias.detach().abs().max()) == 0.0 for m in d.modules() if isinstance(m, torch.nn.Conv2d))
     w = init_weights(SGANDiscriminator(), scheme="normal").features[4].weight.detach()
     assert float(w.std()) == pytest.approx(0.02, rel=0.02)
     with pytest.raises(ValueError, match="scheme must be one of"):
