@@ -13,8 +13,10 @@ from workflow_scripts.config import lineage_hash
 # 31 of 34 and left one core idle for the last 4); "tail": the deblending study's jobs after its GANs (inference, detection, photometry: ~7 minutes
 # in a row; and the protocol "as coded", whose photometry otherwise started at minute 29 of 31), so that they do not
 # wait behind the other studies' trainings; "train": the deblending GANs, whose
-# tail is the longest, before the other trainings.
-PRIORITY = {"psf": 30, "start": 20, "tail": 10, "train": 5}
+# tail is the longest, before the other trainings; "train_next": the pix2pix and Spatial-GAN trainings, whose tails
+# (prediction and photometry; a field and its catalogue) come next, before the PixelCNNs, whose scoring is short
+# (left to the default order, both started after 22 minutes of 29 and ended the run with one core idle).
+PRIORITY = {"psf": 30, "start": 20, "tail": 10, "train": 5, "train_next": 3}
 
 
 def band_file(survey, field, band):

@@ -145,6 +145,7 @@ rule pearce_casey23_train:
         f"{LOGS}/pearce_casey23/train.log",
     benchmark:
         f"{BENCH}/pearce_casey23/train.tsv"
+    priority: PRIORITY["train_next"]
     threads: PC23_RES["threads"]
     retries: 2
     resources:

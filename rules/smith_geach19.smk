@@ -58,6 +58,7 @@ rule smith_geach19_train:
         f"{LOGS}/smith_geach19/train.log",
     benchmark:
         f"{BENCH}/smith_geach19/train.tsv"
+    priority: PRIORITY["train_next"]
     threads: SG19_RES["threads"]
     retries: 2
     resources:

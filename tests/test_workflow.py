@@ -79,6 +79,8 @@ def test_demo_on_two_cores_plans_one_thread_per_job_and_the_psfs_first(tmp_path)
     assert len(psf) == 1 and min(psf) > max(j["priority"] for j in jobs if j["rule"] != "psf")
     train = {j["rule"]: j["priority"] for j in jobs if j["rule"].endswith("_train")}
     assert train["hemmati22_train"] > max(v for k, v in train.items() if k != "hemmati22_train")
+    # then the trainings with the longer tails (prediction, a field and its catalogue), the PixelCNNs last
+    assert min(train["pearce_casey23_train"], train["smith_geach19_train"]) > train["zanisi21_train"]
 
 
 def test_one_target_runs_only_its_upstream_rules(tmp_path):
