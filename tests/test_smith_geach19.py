@@ -209,4 +209,4 @@ def test_build_objective_starts_the_generator_at_the_fields_sky_or_at_one_half()
     torch.testing.assert_close(last.bias.detach(), expected)
     obj = build_objective({**base, "init": "normal", "output_bias": "zero"}, field)
     obj.reset_parameters()
-    assert obj.init_scheme == "normal" and float(obj.generator.net[-2].bias.abs().max()) == 0.0
+    assert obj.init_scheme == "normal" and float(obj.generator.net[-2].bias.detach().abs().max()) == 0.0
