@@ -47,6 +47,12 @@ def build_objective(model: Mapping[str, Any], field: np.ndarray) -> Relativistic
     return RelativisticPackedGAN(gen, disc, noise_channels=model["nz"], pack=2, init=model["init"])
 
 
+def train_config(model: Mapping[str, Any], epochs: int, seed: int, device: str) -> TrainConfig:
+    """The loop's settings for training the study's ``model`` to ``epochs``."""
+    return TrainConfig(epochs=epochs, batch_size=model["batch_size"], lr_g=model["lr_g"], lr_d=model["lr_d"],
+                       betas=(model["beta1"], 0.999), seed=seed, device=device)
+
+
 def train_ensemble(model: Mapping[str, Any], ensemble: Mapping[str, Any], field: np.ndarray, crop_size: int,
                    seed: int, device: str, out_dir: str | Path, progress: bool = True) -> tuple[list[Path],
                                                                                               TrainResult]:
@@ -56,9 +62,8 @@ def train_ensemble(model: Mapping[str, Any], ensemble: Mapping[str, Any], field:
     snaps: list[Path] = []
     result: TrainResult | None = None
     for epoch in snapshot_epochs(model["epochs"], ensemble["every"], ensemble["members"]):
-        cfg = TrainConfig(epochs=epoch, batch_size=model["batch_size"], lr_g=model["lr_g"], lr_d=model["lr_d"],
-                          betas=(model["beta1"], 0.999), seed=seed, device=device)
-        result = train(build_objective(model, field), data, cfg, out_dir, progress=progress)
+        result = train(build_objective(model, field), data, train_config(model, epoch, seed, device), out_dir,
+                       progress=progress)
         result.raise_if_preempted()
         snap = out_dir / f"generator_epoch{epoch:04d}.pt"
         shutil.copyfile(result.model_path, snap)
@@ -68,4 +73,4 @@ def train_ensemble(model: Mapping[str, Any], ensemble: Mapping[str, Any], field:
     return snaps, result
 
 
-__all__ = ["build_objective", "output_levels", "snapshot_epochs", "train_ensemble"]
+__all__ = ["build_objective", "output_levels", "snapshot_epochs", "train_config", "train_ensemble"]
