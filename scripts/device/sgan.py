@@ -25,6 +25,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def train_for(args: argparse.Namespace) -> None:
     study, seed = config["smith_geach19"], config["seed"] if args.seed is None else args.seed
     model = study["model"]
     field = np.asarray(fits.getdata(args.field), np.float32)
-    work, out = Path(args.work), Path(args.out)
+    work, out = Path(args.work or tempfile.mkdtemp(prefix="sgan_")), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     data = CropDataset(field, study["crop_size"], model["crops_per_epoch"], seed)
     budget = 60.0 * args.minutes
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--members", type=int, default=3, help="the last generators kept (the self-ensemble)")
     t.add_argument("--device", default="cuda")
     t.add_argument("--seed", type=int, default=None, help="default: the config's (the pipeline's)")
-    t.add_argument("--work", default="/tmp/sgan_device", help="the loop's folder (checkpoints stay here)")
+    t.add_argument("--work", default=None, help="the loop's folder, where checkpoints stay (default: a new temporary "
+                   "one; an existing one resumes)")
     t.add_argument("--out", required=True)
     e = sub.add_parser("evaluate", help="realisations and source extraction of the snapshots (here)")
     e.add_argument("--workdir", required=True, help="the pipeline run whose field was trained on")
