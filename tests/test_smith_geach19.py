@@ -156,7 +156,7 @@ def test_extraction_recovers_known_magnitudes_and_compare_statistics():
     blank = {b: rng.normal(0, 2e-4, (100, 100)).astype(np.float32) for b in BANDS}
     with pytest.raises(DetectionError, match="blank field: no source"):
         validation.extract(blank, ZP, 0.06, thresh_sigma=50.0, minarea=5, what="blank field")
-    assert validation.extract(blank, ZP, 0.06, thresh_sigma=50.0, minarea=5, allow_empty=True).empty
+    assert validation.extract(blank, ZP, 0.06, thresh_sigma=50.0, minarea=5, generated=True).empty
 
 
 def test_metrics_entries_and_snapshot_schedule():
@@ -189,10 +189,42 @@ def test_extraction_does_not_depend_on_seps_pixel_buffer():
     sep.set_extract_pixstack(500)
     try:
         cat = validation.extract({"F606W": img.astype(np.float32)}, {"F606W": 26.5}, 0.06, thresh_sigma=5.0,
-                                 minarea=5, what="generated realisation 1", allow_empty=True)
+                                 minarea=5, what="generated realisation 1", generated=True)
     finally:
         sep.set_extract_pixstack(max(old, sep.get_extract_pixstack()))
     assert len(cat) == 3 and np.isfinite(cat["mag_F606W"]).all()
+
+
+def test_a_generated_texture_sep_cannot_deblend_is_extracted_without_deblending(monkeypatch, caplog):
+    """A training run's generator drew a field whose above-threshold pixels (30 %) joined into one object with more
+    peaks than sep's 8192 sub-objects, and the catalogue job failed. A generated field is now extracted without
+    deblending (its few huge objects then fail the comparison); a real field still stops with the error. Here: a
+    grid of bright lines every 8 px (one connected object) with a peak at each of its 1024 crossings, against a
+    limit lowered to 64 sub-objects."""
+    import sep
+    from scipy.ndimage import gaussian_filter
+
+    n = 256
+    rng = np.random.default_rng(5)
+    img = rng.normal(0, 1e-3, (n, n))
+    img[:, ::8] += 0.05
+    img[::8, :] += 0.05
+    peaks = np.zeros((n, n))
+    peaks[::8, ::8] = rng.uniform(0.2, 1.0, (n // 8, n // 8))
+    images = {"F606W": (img + 2 * np.pi * gaussian_filter(peaks, 1.0)).astype(np.float32)}
+    old = sep.get_sub_object_limit()
+    monkeypatch.setattr(validation, "SUB_OBJECT_LIMIT", 64)
+    sep.set_sub_object_limit(64)
+    try:
+        with pytest.raises(DetectionError, match="real field: source extraction failed .*deblending overflow"):
+            validation.extract(images, {"F606W": 26.5}, 0.06, thresh_sigma=5.0, minarea=5, what="real field")
+        with caplog.at_level("WARNING"):
+            cat = validation.extract(images, {"F606W": 26.5}, 0.06, thresh_sigma=5.0, minarea=5,
+                                     what="realisation 0", generated=True)
+    finally:
+        sep.set_sub_object_limit(old)
+    assert "realisation 0:" in caplog.text and "extracted without deblending" in caplog.text
+    assert len(cat) > 0 and np.isfinite(cat["mag_F606W"]).all()
 
 
 def test_build_objective_starts_the_generator_at_the_fields_sky_or_at_one_half():

@@ -129,7 +129,7 @@ def evaluate(args: argparse.Namespace) -> None:
         name = ens["snapshots"][r % len(ens["snapshots"])]
         t0 = time.perf_counter()
         field = draw_field(Path(args.snapshots) / name, study, seed, r, meta)
-        cat = extract(dict(zip(bands, field)), meta["PHOTZP"], meta["pixel_scale"], what=name, allow_empty=True,
+        cat = extract(dict(zip(bands, field)), meta["PHOTZP"], meta["pixel_scale"], what=name, generated=True,
                       **kw)
         print(f"realisation {r} from {name}: {n}^2 in {time.perf_counter() - t0:.1f} s, {len(cat)} sources",
               flush=True)

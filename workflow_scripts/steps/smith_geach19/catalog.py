@@ -34,7 +34,7 @@ def main(snakemake: Any, log: Any) -> None:
     gen = []
     for r in range(study["realisations"]):
         imgs = {b: np.asarray(fits.getdata(images[r * len(bands) + i]), np.float32) for i, b in enumerate(bands)}
-        gen.append(extract(imgs, zps, scale, what=f"realisation {r}", allow_empty=True, **kw).assign(realisation=r))
+        gen.append(extract(imgs, zps, scale, what=f"realisation {r}", generated=True, **kw).assign(realisation=r))
     cats["generated"] = pd.concat(gen, ignore_index=True)
     area = {"real": real.shape[1] * real.shape[2] * (scale / 60) ** 2,
             "generated": study["realisations"] * study["field_size"] ** 2 * (scale / 60) ** 2}

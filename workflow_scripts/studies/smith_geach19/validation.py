@@ -30,11 +30,13 @@ MIN_KRON_RADIUS = 3.5
 
 def extract(images: Mapping[str, np.ndarray], zeropoints: Mapping[str, float], pixel_scale: float, *,
             thresh_sigma: float, minarea: int, background_box: int = 64, what: str = "field",
-            allow_empty: bool = False) -> pd.DataFrame:
+            generated: bool = False) -> pd.DataFrame:
     """Catalogue of a multi-band field: x, y, a, b, kron radius, r_half (arcsec) and mag_{band} per band.
 
-    No source: a :class:`DetectionError` naming ``what``, or (``allow_empty``, a generated field whose generator
-    draws no sources yet) an empty catalogue with a warning."""
+    A field with no source, or one that sep cannot deblend, is a :class:`DetectionError` naming ``what``; except a
+    ``generated`` field, whose generator may draw no sources yet (an empty catalogue, with a warning) or a texture
+    whose above-threshold pixels join into one object with more peaks than sep can deblend (then extracted
+    without deblending, with a warning: its few huge objects fail the comparison, as they should)."""
     bands = list(images)
     subs, rms = {}, {}
     for b in bands:
@@ -48,13 +50,19 @@ def extract(images: Mapping[str, np.ndarray], zeropoints: Mapping[str, float], p
     # background rms far below the data's): let sep hold the whole image instead of its 300,000-pixel default
     sep.set_extract_pixstack(max(int(sep.get_extract_pixstack()), int(det.size)))
     sep.set_sub_object_limit(max(int(sep.get_sub_object_limit()), SUB_OBJECT_LIMIT))
+    err = det_rms.astype(np.float32)
     try:
-        objs = sep.extract(det, float(thresh_sigma), err=det_rms.astype(np.float32), minarea=int(minarea))
+        objs = sep.extract(det, float(thresh_sigma), err=err, minarea=int(minarea))
     except Exception as exc:   # sep raises a bare Exception on its internal limits
-        raise DetectionError(f"{what}: source extraction failed ({exc})") from None
+        if not (generated and "deblending overflow" in str(exc)):
+            raise DetectionError(f"{what}: source extraction failed ({exc})") from None
+        log.warning("%s: %.0f%% of the pixels lie above %g sigma, joined into objects with more peaks than sep can "
+                    "deblend (%d sub-objects): extracted without deblending", what,
+                    100 * float(np.mean(det > thresh_sigma * err)), thresh_sigma, sep.get_sub_object_limit())
+        objs = sep.extract(det, float(thresh_sigma), err=err, minarea=int(minarea), deblend_nthresh=1)
     if len(objs) == 0:
         msg = f"{what}: no source found at {thresh_sigma} sigma with {minarea} pixels"
-        if not allow_empty:
+        if not generated:
             raise DetectionError(msg)
         log.warning("%s (an empty catalogue)", msg)
         return pd.DataFrame(columns=["x", "y", "a", "b", "theta", "kron_radius", "r_half_arcsec",
