@@ -90,18 +90,13 @@ def draw_field(generator_path: str | Path, study: dict, seed: int, realisation: 
     """Realisation ``realisation`` of ``study['field_size']`` from one generator, in the survey's units: the noise,
     tiles and unit conversion of the rule ``smith_geach19_fields`` (on CPU)."""
     from workflow_scripts.studies.smith_geach19.data import Normalisation
-    from workflow_scripts.studies.smith_geach19.tessellate import noise_for_field, tessellate
+    from workflow_scripts.studies.smith_geach19.tessellate import realisation_noise, tessellate_array
     from workflow_scripts.train.inference import load_model
 
     gen = load_model(generator_path, "cpu")
     n, tess = study["field_size"], study["tessellation"]
-    img = np.zeros((len(study["bands"]), n, n), np.float32)
-
-    def put(y0: int, x0: int, t: np.ndarray) -> None:
-        img[:, y0:y0 + t.shape[1], x0:x0 + t.shape[2]] = t
-
-    tessellate(gen, noise_for_field(seed + 1000 + realisation, gen.nz, n, gen.scale, tess["margin_z"]), n,
-               tile_z=tess["tile_z"], margin_z=tess["margin_z"], write=put, progress=False)
+    noise = realisation_noise(seed, realisation, gen.nz, n, gen.scale, tess["margin_z"])
+    img = tessellate_array(gen, noise, n, tile_z=tess["tile_z"], margin_z=tess["margin_z"])
     return Normalisation.from_dict(meta["normalisation"]).inverse(img)
 
 

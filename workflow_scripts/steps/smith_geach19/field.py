@@ -19,7 +19,8 @@ from workflow_scripts.io import atomic_path
 from workflow_scripts.steps._common import run, step_provenance
 from workflow_scripts.studies.smith_geach19.data import Normalisation
 from workflow_scripts.studies.smith_geach19.tessellate import (FitsStreamWriter, field_header, field_wcs,
-                                                               noise_for_field, one_shot, tessellate)
+                                                               noise_for_field, one_shot, realisation_noise,
+                                                               tessellate, tessellate_array)
 from workflow_scripts.train.inference import load_model, resolve_device
 
 #: side of the field compared tiled vs one-shot (output pixels)
@@ -46,7 +47,7 @@ def main(snakemake: Any, log: Any) -> None:
     out = list(snakemake.output.images)
     for r in range(study["realisations"]):
         gen = load_model(os.path.join(model_dir, ens[r % len(ens)]), device)
-        noise = noise_for_field(seed + 1000 + r, gen.nz, n, gen.scale, tess["margin_z"])
+        noise = realisation_noise(seed, r, gen.nz, n, gen.scale, tess["margin_z"])
         writer = FitsStreamWriter(out[r * len(bands):(r + 1) * len(bands)], n, headers,
                                   lambda b, t: _inverse(norm, b, t))
         try:
@@ -60,13 +61,8 @@ def main(snakemake: Any, log: Any) -> None:
     gen = load_model(os.path.join(model_dir, ens[-1]), device)
     # seamless: the same noise, tiled vs in one go, over the interior
     noise = noise_for_field(seed + 999, gen.nz, SEAMLESS_SIDE, gen.scale, tess["margin_z"])
-    tiles = np.zeros((len(bands), SEAMLESS_SIDE, SEAMLESS_SIDE), np.float32)
-
-    def put(y0: int, x0: int, t: np.ndarray) -> None:
-        tiles[:, y0:y0 + t.shape[1], x0:x0 + t.shape[2]] = t
-
-    tessellate(gen, noise, SEAMLESS_SIDE, tile_z=max(1, tess["tile_z"] // 4), margin_z=tess["margin_z"], write=put,
-               device=device, progress=False)
+    tiles = tessellate_array(gen, noise, SEAMLESS_SIDE, tile_z=max(1, tess["tile_z"] // 4), margin_z=tess["margin_z"],
+                             device=device)
     whole = one_shot(gen, noise, SEAMLESS_SIDE, margin_z=tess["margin_z"], device=device)
     seamless = float(np.abs(tiles - whole).max())
     # one realisation of the benchmark side, timed (written nowhere)

@@ -31,6 +31,8 @@ from workflow_scripts.io import atomic_path, provenance_header
 
 #: side of the independent noise blocks (noise pixels)
 BLOCK = 64
+#: the noise of realisation r is seeded with the config's seed + this + r
+REALISATION_SEED_OFFSET = 1000
 
 
 class NoiseField:
@@ -90,6 +92,26 @@ def tessellate(generator: torch.nn.Module, noise: NoiseField, n_out: int, *, til
         m = margin_z * scale
         write(ty * scale, tx * scale, img[:, m:m + hz * scale, m:m + wz * scale])
     return len(tiles)
+
+
+def realisation_noise(seed: int, realisation: int, nz: int, n_out: int, scale: int, margin_z: int) -> NoiseField:
+    """The noise field of realisation ``realisation`` of a run with this ``seed`` (the fields rule's, and what
+    reproduces them elsewhere)."""
+    return noise_for_field(seed + REALISATION_SEED_OFFSET + realisation, nz, n_out, scale, margin_z)
+
+
+def tessellate_array(generator: torch.nn.Module, noise: NoiseField, n_out: int, *, tile_z: int, margin_z: int,
+                     device: torch.device | str = "cpu") -> np.ndarray:
+    """The tiled field as one ``(C, n_out, n_out)`` array in [0, 1] (fields that fit in memory)."""
+    out: list[np.ndarray] = []
+
+    def put(y0: int, x0: int, tile: np.ndarray) -> None:
+        if not out:
+            out.append(np.zeros((tile.shape[0], n_out, n_out), np.float32))
+        out[0][:, y0:y0 + tile.shape[1], x0:x0 + tile.shape[2]] = tile
+
+    tessellate(generator, noise, n_out, tile_z=tile_z, margin_z=margin_z, write=put, device=device, progress=False)
+    return out[0]
 
 
 def one_shot(generator: torch.nn.Module, noise: NoiseField, n_out: int, *, margin_z: int,
@@ -175,5 +197,5 @@ def field_wcs(centre_ra: float, centre_dec: float, n: int, pixel_scale: float) -
     return wcs
 
 
-__all__ = ["BLOCK", "FitsStreamWriter", "NoiseField", "field_header", "field_wcs", "noise_for_field", "one_shot",
-           "tessellate"]
+__all__ = ["BLOCK", "REALISATION_SEED_OFFSET", "FitsStreamWriter", "NoiseField", "field_header", "field_wcs",
+           "noise_for_field", "one_shot", "realisation_noise", "tessellate", "tessellate_array"]
