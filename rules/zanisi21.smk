@@ -18,7 +18,8 @@ ZA21_OTHER_FIELDS = ZA21_FIELDS if ZA21_TWIN else list(ZA21_OTHER.fields)
 ZA21_TWIN_DATA = os.path.join(DATA, "derived", "zanisi21", "twin")
 ZA21_LINEAGE = lineage(*sorted({ZA21_SURVEY.name, ZA21_OTHER.name}))
 ZA21_REPORT = "Zanisi+21 likelihood ratios"
-ZA21_MODELS = ["real", "archetype", "perturbed"]
+# + beyond the paper, one PixelCNN conditioned on the set (real / archetype): `shared_model`
+ZA21_MODELS = ["real", "archetype", "perturbed"] + (["shared"] if ZA21["shared_model"] else [])
 ZA21_SCORED = ["real_test", "other", "archetype_test"]
 # the comparison set's boundary files: the twin's (simulated here) or another survey's
 if ZA21_TWIN:
@@ -168,10 +169,13 @@ rule zanisi21_archetypes:
 
 
 rule zanisi21_train:
-    """One PixelCNN (real stamps, archetypes, or Ren+19 perturbed stamps), checkpointed, resumable, GPU if any."""
+    """One PixelCNN (real stamps, archetypes, Ren+19 perturbed stamps, or real stamps and archetypes for the shared
+    class-conditional model), checkpointed, resumable, GPU if any."""
     input:
-        stamps=lambda w: (rules.zanisi21_archetypes.output.archetype_train if w.model == "archetype"
-                          else rules.zanisi21_stamps.output.real_train),
+        stamps=lambda w: {"archetype": [rules.zanisi21_archetypes.output.archetype_train],
+                          "shared": [rules.zanisi21_stamps.output.real_train,
+                                     rules.zanisi21_archetypes.output.archetype_train]}.get(
+                              w.model, [rules.zanisi21_stamps.output.real_train]),
         scaling=rules.zanisi21_stamps.output.scaling,
     output:
         model=f"{ZA21_DIR}/model_{{model}}/model.pt",

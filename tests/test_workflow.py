@@ -47,8 +47,9 @@ def test_paper_preset_dry_run_builds_the_real_data_dag(tmp_path):
     assert counts["pearce_casey23_match"] == 6 and counts["pearce_casey23_catalog"] == 1
     assert counts["pearce_casey23_train"] == 1 and counts["pearce_casey23_predict"] == 3
     assert counts["smith_geach19_train"] == counts["smith_geach19_fields"] == 1   # from the downloaded XDF
-    # the likelihood-ratio study: real GOODS-S against its embedded simulation without clumps, three PixelCNNs
-    assert counts["zanisi21_twin"] == 1 and counts["zanisi21_train"] == 3 and counts["zanisi21_score"] == 3
+    # the likelihood-ratio study: real GOODS-S against its embedded simulation without clumps, three PixelCNNs and
+    # ours, the shared one conditioned on the set
+    assert counts["zanisi21_twin"] == 1 and counts["zanisi21_train"] == 4 and counts["zanisi21_score"] == 3
     # the deblending study's protocol "as coded" beside ours: the authors' low-res images and their detector
     assert counts["hemmati22_lowres_as_coded"] == counts["hemmati22_detect_as_coded"] == 1
     assert not (tmp_path / "data").exists(), "a dry run must not create data"
@@ -349,6 +350,15 @@ def test_ci_likelihood_ratio_study_end_to_end(ci_run: Path):
     scores = __import__("pandas").read_parquet(base / "scores_real_test.parquet")
     assert len(scores) == real.n and np.isfinite(scores[["logp_real", "logp_archetype", "llr"]].to_numpy()).all()
     assert np.allclose(scores["llr"], scores["logp_real"] - scores["logp_archetype"], rtol=1e-4, atol=1e-2)
+    # ours: one PixelCNN conditioned on the set, scored under both classes, judged like the paper's LLR
+    assert study["shared_model"]
+    assert np.allclose(scores["llr_shared"], scores["logp_shared_real"] - scores["logp_shared_archetype"],
+                       rtol=1e-4, atol=1e-2)
+    assert (scores["llr_shared"] != 0).any()   # trained: the classes no longer score alike
+    assert {"llr_shared_auc_smooth_vs_real", "llr_shared_background_fraction", "llr_shared_paired_wins_clumpy",
+            "bits_per_dim_shared"} <= set(entries)
+    from workflow_scripts.train.inference import load_model
+    assert load_model(base / "model_shared/model.pt", device="cpu").n_classes == 2
     with fits.open(base / "scores_real_test.fits") as hdul:
         side = study["stamp_size"] * study["zoom"]
         assert hdul["LOGP_REAL"].data.shape == (real.n, side, side) and hdul["SOURCE"].data.any()

@@ -17,7 +17,7 @@ from workflow_scripts.models.pixelcnn import quantize
 from workflow_scripts.studies.zanisi21.analysis import (background_share, bootstrap_mean_difference, llr_maps,
                                                         matched_bins, ood_auc, source_masks, stamp_noise)
 from workflow_scripts.studies.zanisi21.metrics import auc_ceiling, clump_correlation, clumpy_auc, paired_wins
-from workflow_scripts.studies.zanisi21.model import bits_per_dim, training_data
+from workflow_scripts.studies.zanisi21.model import bits_per_dim, shared_training_data, training_data
 from workflow_scripts.studies.zanisi21.stamps import (StampError, StampScaling, dividing_declination, perturb,
                                                       select_galaxies, split_regions, zoom)
 from workflow_scripts.studies.zanisi21.twin import twin_survey
@@ -89,6 +89,67 @@ def test_training_data_augments_and_perturbs_only_the_background_model():
     assert 0.1 < (real != bg).mean() < 0.3
     with pytest.raises(StampError, match="unknown model"):
         training_data("other", cube, s, copies=1, mu=0.2, seed=0)
+    with pytest.raises(StampError, match="shared_training_data"):
+        training_data("shared", cube, s, copies=1, mu=0.2, seed=0)
+
+
+def test_the_shared_model_trains_on_real_stamps_and_archetypes_with_their_labels():
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(6, 1, 16, 16)).astype(np.float32) + 5.0
+    arch = rng.normal(size=(4, 1, 16, 16)).astype(np.float32) + 5.0
+    s = StampScaling.fit(real, zoom_by=1.0, bits=8)
+    x, y = shared_training_data({"archetype": arch, "real": real}, s, copies=2)
+    assert x.shape == (20, 1, 16, 16) and y.tolist() == [0] * 12 + [1] * 8   # real is class 0 whatever the order
+    assert np.array_equal(x[:12], training_data("real", real, s, copies=2, mu=0.2, seed=0))
+    assert np.array_equal(x[12:], training_data("archetype", arch, s, copies=2, mu=0.2, seed=0))
+    with pytest.raises(StampError, match="archetype"):
+        shared_training_data({"real": real}, s, copies=2)
+
+
+def test_the_shared_model_is_scored_under_each_class_and_judged_like_the_two_model_llr(tmp_path):
+    from workflow_scripts.models.pixelcnn import PixelCNN
+    from workflow_scripts.studies.zanisi21.metrics import shared_entries
+    from workflow_scripts.studies.zanisi21.scoring import score_set
+    from workflow_scripts.train.inference import save_model
+    rng = np.random.default_rng(6)
+    cube = rng.normal(0, 1, size=(5, 1, 16, 16)).astype(np.float32)
+    cube[:, :, 6:10, 6:10] += 20.0
+    s = StampScaling.fit(cube, zoom_by=0.5, bits=8)
+    torch.manual_seed(0)
+    paths = {k: save_model(PixelCNN(filters=4, n_resnet=1, n_mix=2, n_classes=n).eval(), tmp_path / f"{k}.pt")
+             for k, n in (("real", 0), ("archetype", 0), ("shared", 2))}
+    masks = {"nsigma": 2.0, "minarea": 2, "grow": 0}
+    table = pd.DataFrame({"id": np.arange(5)})
+    sc = score_set(cube, table, s, paths, masks=masks, device="cpu")
+    assert {"shared_real", "shared_archetype", "real", "archetype"} == set(sc.logp)
+    t = sc.table
+    # untrained, the class vectors are zero: the two classes score alike and the shared LLR is exactly zero
+    assert np.array_equal(t["llr_shared"], np.zeros(5)) and np.allclose(t["logp_shared_real"], t["logp_shared_archetype"])
+    assert not np.allclose(t["llr"], 0)
+    net = PixelCNN(filters=4, n_resnet=1, n_mix=2, n_classes=2).eval()
+    with torch.no_grad():
+        for block in net.up_ul:
+            block.label.weight[1].normal_(0, 0.5)
+    save_model(net, paths["shared"])
+    t = score_set(cube, table, s, paths, masks=masks, device="cpu").table
+    assert np.allclose(t["llr_shared"], t["logp_shared_real"] - t["logp_shared_archetype"], atol=1e-3)
+    assert (t["llr_shared"] != 0).all() and t["bg_share_llr_shared"].between(0, 1).all()
+
+    # the metrics: the paired test, the AUCs and the background share of the shared LLR, with the goals of the paper's
+    n = 200
+    frac = np.where(rng.uniform(size=n) < 0.3, 0.1, 0.0)
+    base = rng.normal(0, 1, n)
+    real = pd.DataFrame({"id": np.arange(n), "llr_shared": base + 5 * (frac > 0), "truth_clump_frac": frac,
+                         "bg_share_llr_shared": 0.05, "bpd_shared_real": 4.0, "bpd_shared_archetype": 4.2})
+    twin = pd.DataFrame({"id": np.arange(n), "llr_shared": base})
+    arch = pd.DataFrame({"bpd_shared_archetype": [3.0, 3.0]})
+    out = shared_entries(real, twin, arch, "the twin")
+    e = {x["id"]: x for x in out["entries"]}
+    assert e["bits_per_dim_shared"]["ours"] == pytest.approx(3.5)
+    assert e["llr_shared_paired_wins_clumpy"]["ours"] == 1.0 and e["llr_shared_paired_wins_clumpy"]["holds"]
+    assert e["llr_shared_auc_clumpy_vs_twin"]["ours"] > 0.99 and e["llr_shared_auc_clumpy_vs_twin"]["holds"]
+    assert e["llr_shared_background_fraction"]["holds"] and e["llr_shared_clump_rank_correlation"]["ours"] > 0
+    assert e["llr_shared_auc_smooth_vs_real"]["ours"] == pytest.approx(0.5 + np.mean(frac > 0) / 2, abs=0.02)
 
 
 def test_selection_keeps_galaxies_in_the_magnitude_range_and_names_the_file():

@@ -33,6 +33,13 @@ and its data-dependent initialisation are omitted too (plain PyTorch initialisat
 Single-band images need no autoregression over channels. With ``channels > 1`` the channels of one pixel are
 modelled as **independent given the previous pixels** (no PixelCNN++ RGB coupling of the means).
 
+**Conditioning on a class** (``n_classes > 0``; not in PixelCNN++, the class-conditional PixelCNN of van den Oord
+et al. 2016): a learnt vector per class is added to the gate and value of every gated resnet block
+(``h = conv2(...) + V y``), so ``log p(x | y)`` for several data sets comes from one network that shares every
+other weight. The vectors start at zero: at initialisation every class has the same likelihood. The
+likelihood-ratio study uses it to score ``log p(x | real) - log p(x | archetype)`` with one shared model of the
+sky and the noise instead of two independently trained ones.
+
 Defaults: the Zanisi et al. set-up (3 resnet blocks, 64 filters, dropout 0.5) with PixelCNN++'s 5 logistics and
 8-bit levels (they replaced the logistic mixture by a continuous Gaussian; we keep PixelCNN++'s likelihood, so
 bits/dim are those of a discrete model, comparable to the 2.92 bits/dim of PixelCNN++ on CIFAR-10).
@@ -164,27 +171,36 @@ class DownRightShiftedConv2d(nn.Conv2d):
 
 class GatedResnet(nn.Module):
     """PixelCNN++'s gated resnet block on ``filters`` channels with the causal convolution ``conv`` (a class of
-    shifted convolution) and an optional skip input ``a`` of ``skip_channels`` channels (through a 1x1 convolution)::
+    shifted convolution), an optional skip input ``a`` of ``skip_channels`` channels (through a 1x1 convolution)
+    and, with ``n_classes > 0``, a class label ``y`` (a learnt vector per class, zero at the start)::
 
         h = conv(concat_elu(x)) [+ nin(concat_elu(a))]
-        h = conv(dropout(concat_elu(h)))          # 2 * filters channels
+        h = conv(dropout(concat_elu(h))) [+ V y]  # 2 * filters channels
         x + h[:filters] * sigmoid(h[filters:])
     """
 
-    def __init__(self, filters: int, conv: type[nn.Conv2d], skip_channels: int = 0, dropout: float = 0.5) -> None:
+    def __init__(self, filters: int, conv: type[nn.Conv2d], skip_channels: int = 0, dropout: float = 0.5,
+                 n_classes: int = 0) -> None:
         super().__init__()
         self.conv1 = conv(2 * filters, filters)
         self.skip = nn.Conv2d(2 * skip_channels, filters, 1) if skip_channels else None
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv(2 * filters, 2 * filters)
+        self.label = nn.Embedding(n_classes, 2 * filters) if n_classes else None
+        if self.label is not None:
+            nn.init.zeros_(self.label.weight)
 
-    def forward(self, x: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, a: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(concat_elu(x))
         if self.skip is not None:
             if a is None:
                 raise ValueError("GatedResnet: this block needs its skip input")
             h = h + self.skip(concat_elu(a))
         h = self.conv2(self.dropout(concat_elu(h)))
+        if self.label is not None:
+            if y is None:
+                raise ValueError("GatedResnet: this block is class-conditional and needs the labels y")
+            h = h + self.label(y)[:, :, None, None].to(h.dtype)
         value, gate = h.chunk(2, dim=1)
         return x + value * torch.sigmoid(gate)
 
@@ -197,51 +213,76 @@ class PixelCNN(nn.Module):
 
     :meth:`log_prob` gives nats per image, :meth:`log_prob_pixels` the per-pixel map (for pixel-wise
     likelihood-ratio maps), :meth:`params_log_prob` the ``log_prob`` function of
-    :class:`~workflow_scripts.train.LikelihoodObjective`. All three score ``quantize(x, bits)``; ``log_prob`` and
+    :class:`~workflow_scripts.train.LikelihoodObjective`. With ``n_classes > 0`` every call takes the class labels
+    ``y`` too (integers ``(B,)`` in ``[0, n_classes)``, or one integer for the whole batch). All three score
+    ``quantize(x, bits)``; ``log_prob`` and
     ``log_prob_pixels`` also feed the quantised image to the network, so train on quantised data (``quantize``)
     for the network to see in training what it is scored on.
     """
 
     def __init__(self, channels: int = 1, filters: int = 64, n_resnet: int = 3, n_mix: int = 5,
-                 dropout: float = 0.5, bits: int = 8) -> None:
+                 dropout: float = 0.5, bits: int = 8, n_classes: int = 0) -> None:
         super().__init__()
         channels, filters, n_resnet, n_mix, bits = int(channels), int(filters), int(n_resnet), int(n_mix), int(bits)
+        n_classes = int(n_classes)
         for name, value in (("channels", channels), ("filters", filters), ("n_resnet", n_resnet), ("n_mix", n_mix)):
             if value < 1:
                 raise ValueError(f"PixelCNN: {name} must be >= 1, got {value}")
+        if n_classes < 0 or n_classes == 1:
+            raise ValueError(f"PixelCNN: n_classes must be 0 (unconditional) or >= 2, got {n_classes}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"PixelCNN: dropout must lie in [0, 1), got {dropout}")
         n_levels(bits)  # validates bits
         self.arch: dict[str, Any] = {"channels": channels, "filters": filters, "n_resnet": n_resnet,
                                      "n_mix": n_mix, "dropout": float(dropout), "bits": bits}
-        self.channels, self.n_mix, self.bits = channels, n_mix, bits
+        if n_classes:  # only when set: model files written before the option rebuild unchanged
+            self.arch["n_classes"] = n_classes
+        self.channels, self.n_mix, self.bits, self.n_classes = channels, n_mix, bits, n_classes
         cin = channels + 1  # + the channel of ones
         self.u_init = DownShiftedConv2d(cin, filters, (2, 3))
         self.ul_init_down = DownShiftedConv2d(cin, filters, (1, 3))
         self.ul_init_right = DownRightShiftedConv2d(cin, filters, (2, 1))
-        p = float(dropout)
-        self.up_u = nn.ModuleList(GatedResnet(filters, DownShiftedConv2d, 0, p) for _ in range(n_resnet))
-        self.up_ul = nn.ModuleList(GatedResnet(filters, DownRightShiftedConv2d, filters, p) for _ in range(n_resnet))
-        self.down_u = nn.ModuleList(GatedResnet(filters, DownShiftedConv2d, filters, p) for _ in range(n_resnet))
-        self.down_ul = nn.ModuleList(GatedResnet(filters, DownRightShiftedConv2d, 2 * filters, p)
+        p, k = float(dropout), n_classes
+        self.up_u = nn.ModuleList(GatedResnet(filters, DownShiftedConv2d, 0, p, k) for _ in range(n_resnet))
+        self.up_ul = nn.ModuleList(GatedResnet(filters, DownRightShiftedConv2d, filters, p, k)
+                                   for _ in range(n_resnet))
+        self.down_u = nn.ModuleList(GatedResnet(filters, DownShiftedConv2d, filters, p, k) for _ in range(n_resnet))
+        self.down_ul = nn.ModuleList(GatedResnet(filters, DownRightShiftedConv2d, 2 * filters, p, k)
                                      for _ in range(n_resnet))
         self.out = nn.Conv2d(filters, channels * 3 * n_mix, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _labels(self, y: torch.Tensor | int | None, x: torch.Tensor) -> torch.Tensor | None:
+        if not self.n_classes:
+            if y is not None:
+                raise ValueError("PixelCNN: this model is unconditional (n_classes 0) and takes no labels")
+            return None
+        if y is None:
+            raise ValueError(f"PixelCNN: this model is conditional on {self.n_classes} classes and needs the labels y")
+        y = torch.as_tensor(y, dtype=torch.long, device=x.device)
+        if y.dim() == 0:
+            y = y.expand(x.shape[0])
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"PixelCNN: labels must be one per image, shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
+            raise ValueError(f"PixelCNN: labels must lie in [0, {self.n_classes}), got {int(y.min())}..{int(y.max())}")
+        return y
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | int | None = None) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f"PixelCNN expects (B, {self.channels}, H, W) images, got shape {tuple(x.shape)}")
+        y = self._labels(y, x)
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
         u = down_shift(self.u_init(x))
         ul = down_shift(self.ul_init_down(x)) + right_shift(self.ul_init_right(x))
         u_skips, ul_skips = [], []
         for block_u, block_ul in zip(self.up_u, self.up_ul):
-            u = block_u(u)
-            ul = block_ul(ul, u)
+            u = block_u(u, y=y)
+            ul = block_ul(ul, u, y=y)
             u_skips.append(u)
             ul_skips.append(ul)
         for block_u, block_ul in zip(self.down_u, self.down_ul):
-            u = block_u(u, u_skips.pop())
-            ul = block_ul(ul, torch.cat([u, ul_skips.pop()], dim=1))
+            u = block_u(u, u_skips.pop(), y=y)
+            ul = block_ul(ul, torch.cat([u, ul_skips.pop()], dim=1), y=y)
         return self.out(F.elu(ul))
 
     def params_log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -249,29 +290,29 @@ class PixelCNN(nn.Module):
         ``log_prob`` of :class:`~workflow_scripts.train.LikelihoodObjective`)."""
         return discretized_logistic_log_prob(params.float(), quantize(x, self.bits), self.bits).flatten(1).sum(1)
 
-    def log_prob_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """Log-likelihood in nats of each pixel of ``quantize(x, bits)`` given the pixels before it, ``(B, H, W)``
-        (summed over channels)."""
+    def log_prob_pixels(self, x: torch.Tensor, y: torch.Tensor | int | None = None) -> torch.Tensor:
+        """Log-likelihood in nats of each pixel of ``quantize(x, bits)`` given the pixels before it (and the class
+        ``y`` of a conditional model), ``(B, H, W)`` (summed over channels)."""
         xq = quantize(x, self.bits)
-        return discretized_logistic_log_prob(self(xq).float(), xq, self.bits).sum(1)
+        return discretized_logistic_log_prob(self(xq, y).float(), xq, self.bits).sum(1)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | int | None = None) -> torch.Tensor:
         """Log-likelihood in nats of each image of ``quantize(x, bits)``, ``(B,)``."""
-        return self.log_prob_pixels(x).flatten(1).sum(1)
+        return self.log_prob_pixels(x, y).flatten(1).sum(1)
 
-    def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
+    def bits_per_dim(self, x: torch.Tensor, y: torch.Tensor | int | None = None) -> torch.Tensor:
         """``-log2 p(x)`` per value of each image, ``(B,)``."""
-        return -self.log_prob(x) / (math.log(2.0) * x[0].numel())
+        return -self.log_prob(x, y) / (math.log(2.0) * x[0].numel())
 
 
 @torch.no_grad()
 def sample(model: PixelCNN, shape: tuple[int, int, int, int] | tuple[int, int, int],
-           generator: torch.Generator | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, y: torch.Tensor | int | None = None) -> torch.Tensor:
     """Draw images ``shape = (B, C, H, W)`` (or ``(B, H, W)`` for one channel) from ``model`` pixel by pixel in
     raster order (H x W forward passes, in eval mode; the model's mode is restored). A mixture component is drawn
     from the logits, then a logistic value, clipped to [-1, 1] and quantised: exactly a draw of the discretised
     logistic mixture. Values lie on the grid of :func:`quantize`. Random numbers come from ``generator`` (on the
-    model's device) or the global generator."""
+    model's device) or the global generator; ``y``: the class(es) of a conditional model."""
     if len(shape) == 3:
         shape = (shape[0], 1, shape[1], shape[2])
     b, c, h, w = (int(s) for s in shape)
@@ -284,7 +325,7 @@ def sample(model: PixelCNN, shape: tuple[int, int, int, int] | tuple[int, int, i
         x = torch.zeros(b, c, h, w, device=device)
         for i in range(h):
             for j in range(w):
-                logits, means, log_scales = split_params(model(x)[:, :, i:i + 1, j:j + 1], c)
+                logits, means, log_scales = split_params(model(x, y)[:, :, i:i + 1, j:j + 1], c)
                 logits, means, log_scales = logits[..., 0, 0], means[..., 0, 0], log_scales[..., 0, 0]  # (B, C, K)
                 u = torch.rand(logits.shape, generator=generator, device=device).clamp(1e-10, 1 - 1e-10)
                 k = torch.argmax(logits - torch.log(-torch.log(u)), dim=2, keepdim=True)  # Gumbel-max

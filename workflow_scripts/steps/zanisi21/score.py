@@ -27,7 +27,7 @@ def main(snakemake: Any, log: Any) -> None:
                        device=snakemake.params.device)
     t = scores.table
     log.info("%s: %d stamps; mean bits/dim %s; mean LLR %.1f nats", snakemake.wildcards.set, len(t),
-             ", ".join(f"{m} {t[f'bpd_{m}'].mean():.3f}" for m in models), t["llr"].mean())
+             ", ".join(f"{m} {t[f'bpd_{m}'].mean():.3f}" for m in scores.logp), t["llr"].mean())
     write_scores(snakemake.output.maps, scores, step_provenance(snakemake, "derived"))
     with atomic_path(snakemake.output.table) as tmp:
         t.to_parquet(tmp, index=False)

@@ -1,4 +1,5 @@
-"""Rule `zanisi21_train`: one PixelCNN (``wildcards.model``: real, archetype or perturbed) through the shared loop.
+"""Rule `zanisi21_train`: one PixelCNN (``wildcards.model``: real, archetype, perturbed or shared) through the shared
+loop. ``input.stamps``: the stamp file(s) of its training set (the shared model: real, then archetypes).
 
 A thin adapter over :mod:`workflow_scripts.train.launch` (as `hemmati22_train`): preemption writes a checkpoint and
 exits with PREEMPTED_EXIT_CODE so the rule's retries resume; several GPUs or ``params.processes`` > 1 relaunch it
@@ -19,7 +20,8 @@ except ImportError:
 
 from workflow_scripts.imaging.stamps import read_cutouts
 from workflow_scripts.steps._common import run
-from workflow_scripts.studies.zanisi21.model import train_pixelcnn, training_data
+from workflow_scripts.studies.zanisi21.model import (SHARED_CLASSES, shared_training_data, train_pixelcnn,
+                                                     training_data)
 from workflow_scripts.studies.zanisi21.stamps import StampScaling
 from workflow_scripts.train import distributed, launch
 from workflow_scripts.train.loop import TrainResult
@@ -30,7 +32,7 @@ WORKER_MODULE = "workflow_scripts.steps.zanisi21.train"
 def job_spec(snakemake: Any) -> dict[str, Any]:
     return {"name": f"zanisi21 {snakemake.wildcards.model}", "kind": snakemake.wildcards.model,
             "study": dict(snakemake.params.study), "seed": snakemake.params.seed,
-            "out_dir": snakemake.params.out_dir, "stamps": snakemake.input.stamps,
+            "out_dir": snakemake.params.out_dir, "stamps": list(snakemake.input.stamps),
             "scaling": snakemake.input.scaling, "device": snakemake.params.device,
             "threads": max(1, min(snakemake.threads, os.cpu_count() or 1)),
             "log": snakemake.log[0] if len(snakemake.log) else None}
@@ -39,11 +41,15 @@ def job_spec(snakemake: Any) -> dict[str, Any]:
 def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = True) -> TrainResult:
     study = spec["study"]
     scaling = StampScaling.from_dict(json.loads(open(spec["scaling"]).read()))
-    cs = read_cutouts(spec["stamps"])
-    data = training_data(spec["kind"], cs.cube, scaling, copies=study["augment"], mu=study["perturbation_mu"],
-                         seed=spec["seed"])
+    cubes = [read_cutouts(path).cube for path in spec["stamps"]]
+    labels = None
+    if spec["kind"] == "shared":
+        data, labels = shared_training_data(dict(zip(SHARED_CLASSES, cubes)), scaling, copies=study["augment"])
+    else:
+        data = training_data(spec["kind"], cubes[0], scaling, copies=study["augment"], mu=study["perturbation_mu"],
+                             seed=spec["seed"])
     result = train_pixelcnn(study["model"], data, bits=scaling.bits, seed=spec["seed"], device=spec["device"],
-                            out_dir=spec["out_dir"], progress=is_main)
+                            out_dir=spec["out_dir"], progress=is_main, labels=labels)
     log.info("PixelCNN %s: epochs %d, %s, resumed=%s", spec["kind"], result.epochs_done, result.throughput(),
              result.resumed)
     return result

@@ -46,26 +46,28 @@ def fig1_examples(scores: Scores, out_png: str | Path, out_pdf: str | Path | Non
 
 
 def fig2_pixel_maps(scores: Scores, out_png: str | Path, out_pdf: str | Path | None) -> None:
-    """For the brightest held-out galaxies: image, log p real, log p archetype, LLR, LLR (Ren+19), source pixels."""
+    """For the brightest held-out galaxies: image, log p real, log p archetype, LLR, LLR (Ren+19), LLR of the shared
+    model (when scored), source pixels."""
     t = scores.table
     if not len(t):
         raise FigureError("fig2: no scored stamp")
     idx = np.argsort(-scores.images.reshape(len(t), -1).sum(1))[:FIG2_N]
-    llr, llr_p = scores.llr("llr"), scores.llr("llr_perturbed")
-    cols = ["image", "log p real", "log p archetype", "LLR", "LLR (Ren+19 bg)", "source pixels"]
+    ratios = [("LLR", scores.llr("llr")), ("LLR (Ren+19 bg)", scores.llr("llr_perturbed"))]
+    if {"shared_real", "shared_archetype"} <= set(scores.logp):
+        ratios.append(("LLR (shared model)", scores.llr("llr_shared")))
+    cols = ["image", "log p real", "log p archetype", *(name for name, _ in ratios), "source pixels"]
     fig, axes = plt.subplots(len(idx), len(cols), figsize=(1.75 * len(cols), 1.8 * len(idx) + 0.4), squeeze=False)
     for r, i in enumerate(idx):
-        lim = float(np.percentile(np.abs(np.r_[llr[i].ravel(), llr_p[i].ravel()]), 99)) or 1.0
+        lim = float(np.percentile(np.abs(np.concatenate([m[i].ravel() for _, m in ratios])), 99)) or 1.0
         lo = float(min(scores.logp["real"][i].min(), scores.logp["archetype"][i].min()))
         panels = [(scores.images[i], dict(cmap="gray", vmin=-0.1, vmax=1.0)),
                   (scores.logp["real"][i], dict(cmap="viridis", vmin=lo, vmax=0)),
                   (scores.logp["archetype"][i], dict(cmap="viridis", vmin=lo, vmax=0)),
-                  (llr[i], dict(cmap="RdBu_r", vmin=-lim, vmax=lim)),
-                  (llr_p[i], dict(cmap="RdBu_r", vmin=-lim, vmax=lim)),
+                  *((m[i], dict(cmap="RdBu_r", vmin=-lim, vmax=lim)) for _, m in ratios),
                   (scores.source[i].astype(float), dict(cmap="gray", vmin=0, vmax=1))]
         for c, (img, kw) in enumerate(panels):
             im = _image(axes[r, c], img, cols[c] if r == 0 else "", **kw)
-            if c in (2, 4):
+            if c in (2, 2 + len(ratios)):
                 fig.colorbar(im, ax=axes[r, c], fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
         axes[r, 0].set_ylabel(f"LLR {t['llr'].iloc[i]:.0f}\nbg {t['bg_share_llr'].iloc[i]:.0%}", fontsize=7)
     fig.suptitle("pixel-wise log-likelihoods (nats) and their ratio: the background cancels, detail remains",
@@ -75,11 +77,13 @@ def fig2_pixel_maps(scores: Scores, out_png: str | Path, out_pdf: str | Path | N
 
 def fig3_distributions(tables: Mapping[str, pd.DataFrame], aucs: Mapping[str, float], out_png: str | Path,
                        out_pdf: str | Path | None) -> None:
-    """Histograms of LLR, LLR (Ren+19) and log p (real model) per data set."""
+    """Histograms of LLR, LLR (Ren+19), the shared model's LLR (when scored) and log p (real model) per data set."""
     cols = [("llr", "LLR = log p_real - log p_archetype", "llr"),
             ("llr_perturbed", "LLR, Ren+19 background model", "llr_perturbed"),
+            ("llr_shared", "LLR, one shared conditional model", "llr_shared"),
             ("logp_real", "log p_real (raw likelihood)", "likelihood")]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    cols = [c for c in cols if all(c[0] in t.columns for t in tables.values())]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.7 * len(cols), 3.2))
     for ax, (col, title, key) in zip(axes, cols):
         vals = np.concatenate([t[col].to_numpy(float) for t in tables.values()])
         vals = vals[np.isfinite(vals)]

@@ -44,17 +44,17 @@ def with_morphology(scores: pd.DataFrame, morphology: pd.DataFrame, band: str) -
     return out
 
 
-def clump_correlation(real: pd.DataFrame, other: pd.DataFrame) -> dict[str, Any]:
-    """Paired (same ``id``) LLR difference real - twin vs the true clump flux fraction: Spearman rho, p, n."""
+def clump_correlation(real: pd.DataFrame, other: pd.DataFrame, score: str = "llr") -> dict[str, Any]:
+    """Paired (same ``id``) ``score`` difference real - twin vs the true clump flux fraction: Spearman rho, p, n."""
     if "truth_clump_frac" not in real.columns:
         return {"rho": None, "p": None, "n": 0}
-    m = real[["id", "llr", "truth_clump_frac"]].merge(other[["id", "llr"]], on="id", suffixes=("", "_other"))
-    m = m[np.isfinite(m["llr"]) & np.isfinite(m["llr_other"])]
+    m = real[["id", score, "truth_clump_frac"]].merge(other[["id", score]], on="id", suffixes=("", "_other"))
+    d = m[score] - m[f"{score}_other"]
+    m, d = m[np.isfinite(d)], d[np.isfinite(d)]
     if len(m) < 3:
         return {"rho": None, "p": None, "n": int(len(m))}
-    rho, p = spearmanr(m["llr"] - m["llr_other"], m["truth_clump_frac"])
-    return {"rho": float(rho), "p": float(p), "n": int(len(m)),
-            "mean_paired_difference": float((m["llr"] - m["llr_other"]).mean())}
+    rho, p = spearmanr(d, m["truth_clump_frac"])
+    return {"rho": float(rho), "p": float(p), "n": int(len(m)), "mean_paired_difference": float(d.mean())}
 
 
 def clumpy_auc(real: pd.DataFrame, other: pd.DataFrame, score: str = "llr") -> dict[str, Any]:
@@ -162,6 +162,8 @@ def compute_metrics(tables: Mapping[str, pd.DataFrame], study: Mapping[str, Any]
                              f"whose LLR exceeds their own twin's (sign test p {wins['p']:.2g})", None,
                              wins["fraction"], "fraction", "> 0.5, sign test p < 0.05",
                              bool(wins["fraction"] > 0.5 and wins["p"] < 0.05)))
+    shared = shared_entries(real, other, arch, what_other) if "llr_shared" in real.columns else {}
+    entries += shared.pop("entries", [])
     detail = {"aucs": {"llr": auc_llr, "llr_perturbed": auc_llr_p, "likelihood": auc_lik,
                        "llr_clumpy_only": clumpy["auc"], "ceiling": ceiling},
               "background": {"llr": bg, "llr_perturbed": bg_p, "logp": bg_logp, "pixels": bg_pix},
@@ -174,8 +176,50 @@ def compute_metrics(tables: Mapping[str, pd.DataFrame], study: Mapping[str, Any]
               "llr_difference": {"mean": diff, "error": err}, "clumps": clumps, "paired_wins": wins,
               "counts": {k: int(len(t)) for k, t in tables.items()}, "stamps": dict(stamps.get("counts", {})),
               "archetypes": dict(archetypes)}
+    if shared:
+        detail["shared"] = shared
+        detail["aucs"]["llr_shared"] = shared["auc"]
     return {"study": "zanisi21", "entries": entries, **detail}, table
 
 
+def shared_entries(real: pd.DataFrame, other: pd.DataFrame, arch: pd.DataFrame, what_other: str) -> dict[str, Any]:
+    """The shared (class-conditional) model's LLR, ``llr_shared``, judged as the paper's two-model LLR is: metrics
+    entries (``entries``) and the numbers behind them."""
+    auc = ood_auc(-real["llr_shared"], -other["llr_shared"])
+    bg = float(np.nanmean(real["bg_share_llr_shared"]))
+    clumpy, wins = clumpy_auc(real, other, "llr_shared"), paired_wins(real, other, "llr_shared")
+    clumps = clump_correlation(real, other, "llr_shared")
+    g_auc, g_bg = GOALS["llr_auc_min"], GOALS["background_fraction_max"]
+    ours = "ours, beyond the paper: one PixelCNN conditioned on the set (real / archetype), "
+    entries = [
+        entry("bits_per_dim_shared", ours + "held-out real stamps as real, held-out archetypes as archetypes", None,
+              float(np.mean([real["bpd_shared_real"].mean(), arch["bpd_shared_archetype"].mean()])), "bits/dim",
+              None, None),
+        entry("llr_shared_auc_smooth_vs_real", ours + f"AUC of flagging {what_other} by -LLR", None, auc, "",
+              None, None),
+        entry("llr_shared_background_fraction", ours + "share of |LLR| in background pixels", PAPER_BACKGROUND_LLR,
+              bg, "fraction", f"<= {g_bg}", bool(bg <= g_bg) if _finite(bg) else None),
+    ]
+    if clumpy["auc"] is not None:
+        entries.append(entry("llr_shared_auc_clumpy_vs_twin", ours + f"LLR AUC over the {clumpy['n']} held-out "
+                             "galaxies with clumps and their twins", None, clumpy["auc"], "", f">= {g_auc}",
+                             bool(clumpy["auc"] >= g_auc)))
+    if wins["fraction"] is not None:
+        entries.append(entry("llr_shared_paired_wins_clumpy", ours + f"fraction of the {wins['n']} held-out galaxies "
+                             f"with clumps whose LLR exceeds their twin's (sign test p {wins['p']:.2g})", None,
+                             wins["fraction"], "fraction", "> 0.5, sign test p < 0.05",
+                             bool(wins["fraction"] > 0.5 and wins["p"] < 0.05)))
+    if clumps["rho"] is not None:
+        entries.append(entry("llr_shared_clump_rank_correlation", ours + "Spearman rho of the paired LLR difference "
+                             f"and the true clump flux fraction ({clumps['n']} galaxies, p {clumps['p']:.2g})",
+                             None, clumps["rho"], "", "> 0", bool(clumps["rho"] > 0)))
+    return {"entries": entries, "auc": auc, "auc_clumpy_only": clumpy["auc"], "background": bg,
+            "paired_wins": wins, "clumps": clumps,
+            "bits_per_dim": {"real_on_real": float(real["bpd_shared_real"].mean()),
+                             "archetype_on_archetype": float(arch["bpd_shared_archetype"].mean()),
+                             "archetype_on_real": float(real["bpd_shared_archetype"].mean())},
+            "mean_llr": {"real_test": float(real["llr_shared"].mean()), "other": float(other["llr_shared"].mean())}}
+
+
 __all__ = ["BIN_COLUMNS", "auc_ceiling", "clump_correlation", "clumpy_auc", "compute_metrics", "paired_wins",
-           "with_morphology"]
+           "shared_entries", "with_morphology"]

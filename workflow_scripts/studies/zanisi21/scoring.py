@@ -14,11 +14,13 @@ from astropy.io import fits
 
 from workflow_scripts.io import atomic_path, provenance_header
 from workflow_scripts.studies.zanisi21.analysis import background_share, llr_maps, source_masks
-from workflow_scripts.studies.zanisi21.model import bits_per_dim, score_pixels
+from workflow_scripts.studies.zanisi21.model import SHARED_CLASSES, bits_per_dim, score_pixels
 from workflow_scripts.studies.zanisi21.stamps import StampError, StampScaling, zoom
 
-#: the LLRs of the study: name -> (numerator model, denominator model)
-RATIOS = {"llr": ("real", "archetype"), "llr_perturbed": ("real", "perturbed")}
+#: the LLRs of the study: name -> (numerator model, denominator model); the shared model scores each image once per
+#: class (``shared_real``, ``shared_archetype``)
+RATIOS = {"llr": ("real", "archetype"), "llr_perturbed": ("real", "perturbed"),
+          "llr_shared": ("shared_real", "shared_archetype")}
 
 
 @dataclass
@@ -37,9 +39,16 @@ class Scores:
 
 def score_set(cube: np.ndarray, table: pd.DataFrame, scaling: StampScaling, models: Mapping[str, str | Path], *,
               masks: Mapping[str, Any], device: str = "auto") -> Scores:
-    """Score native stamps ``(N, 1, H, W)`` with every model (name -> model file)."""
+    """Score native stamps ``(N, 1, H, W)`` with every model (name -> model file; ``shared``: the class-conditional
+    model, scored under each of its classes)."""
     x = scaling.to_model(cube)
-    logp = {name: score_pixels(path, x, device=device) for name, path in models.items()}
+    logp = {}
+    for name, path in models.items():
+        if name == "shared":
+            logp.update({f"shared_{c}": score_pixels(path, x, device=device, label=k)
+                         for k, c in enumerate(SHARED_CLASSES)})
+        else:
+            logp[name] = score_pixels(path, x, device=device)
     source = source_masks(zoom(cube, scaling.zoom)[:, 0], nsigma=masks["nsigma"], minarea=masks["minarea"],
                           grow=masks["grow"])
     background = ~source

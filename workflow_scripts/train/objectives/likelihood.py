@@ -4,6 +4,9 @@ The model's forward pass gives, for a batch of images ``x`` of shape ``(B, ...)`
 each image in nats, shape ``(B,)`` (the default), or whatever ``log_prob(output, x)`` turns into that (e.g. the
 logits of a discretised pixel distribution). The loss is the batch mean of ``-log p(x)``; losses.csv reports it
 as ``nll`` (nats per image) and as ``bits_per_dim`` (``nll / (ln 2 * values per image)``), the unit papers quote.
+
+A **class-conditional** model (``conditional=True``) trains on ``(images, labels)`` pairs and is called as
+``model(x, labels)``: one network for ``log p(x | class)`` of several data sets.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ def _images(batch: Any) -> torch.Tensor:
 
 
 class LikelihoodObjective(Objective):
-    """One model, Adam (``lr``, ``betas``), NLL in nats. The dataset holds images (a pair's first element)."""
+    """One model, Adam (``lr``, ``betas``), NLL in nats. The dataset holds images (a pair's first element), or with
+    ``conditional`` ``(images, integer labels)`` pairs."""
 
     name = "likelihood"
     loss_columns = ("nll", "bits_per_dim")
@@ -41,9 +45,10 @@ class LikelihoodObjective(Objective):
     export = MODEL
     export_file = "model.pt"
 
-    def __init__(self, model: nn.Module, log_prob: LogProb | None = None) -> None:
+    def __init__(self, model: nn.Module, log_prob: LogProb | None = None, conditional: bool = False) -> None:
         self.model = model
         self.log_prob = log_prob
+        self.conditional = bool(conditional)
 
     @property
     def modules(self) -> dict[str, nn.Module]:
@@ -63,12 +68,18 @@ class LikelihoodObjective(Objective):
         out = super().fingerprint()
         if self.log_prob is not None:
             out["log_prob"] = getattr(self.log_prob, "__qualname__", type(self.log_prob).__name__)
+        if self.conditional:
+            out["conditional"] = True
         return out
 
     def step(self, batch: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
         x = _images(batch).to(ctx.device, non_blocking=True)
+        if self.conditional:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise ConfigError(f"{self.name}: a conditional model trains on (images, labels) pairs")
+            labels = batch[1].to(ctx.device, non_blocking=True)
         with ctx.autocast():
-            out = ctx.modules[MODEL](x)
+            out = ctx.modules[MODEL](x, labels) if self.conditional else ctx.modules[MODEL](x)
         # the likelihood in float32: a sum over thousands of pixels in fp16 loses the digits that matter
         logp = out.float() if self.log_prob is None else self.log_prob(out.float(), x)
         if logp.shape != (x.shape[0],):
