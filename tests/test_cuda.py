@@ -1,4 +1,4 @@
-"""The GPU paths, run where a GPU is: every objective trains on it with mixed precision and its model gives the CPU's
+"""The GPU paths, run where a GPU is: every objective (and the class-conditional PixelCNN) trains on it with mixed
 output, a run stopped mid-epoch resumes there, the photometry engine fits the same fluxes as on CPU, the
 Spatial-GAN's tiled field is seamless there and equals the CPU's, the PixelCNN's log-likelihoods equal the CPU's.
 
@@ -89,8 +89,17 @@ def _pixelcnn() -> tuple[object, object, torch.Tensor]:
     return LikelihoodObjective(model, log_prob=model.params_log_prob), data, data[:4]
 
 
+def _pixelcnn_conditional() -> tuple[object, object, torch.Tensor]:
+    """The likelihood-ratio study's shared model: one PixelCNN conditioned on the set, on (images, labels)."""
+    data = quantize(torch.rand(64, 1, 16, 16, generator=_gen(0)) * 2 - 1, 8)
+    labels = torch.arange(64) % 2
+    model = PixelCNN(filters=16, n_resnet=1, n_mix=3, n_classes=2)
+    return LikelihoodObjective(model, log_prob=model.params_log_prob, conditional=True), (data, labels), data[:4]
+
+
 OBJECTIVES: dict[str, Callable[[], tuple[object, object, torch.Tensor]]] = {
-    "dcgan": _dcgan, "srgan": _srgan, "pix2pix": _pix2pix, "sgan": _sgan, "pixelcnn": _pixelcnn}
+    "dcgan": _dcgan, "srgan": _srgan, "pix2pix": _pix2pix, "sgan": _sgan, "pixelcnn": _pixelcnn,
+    "pixelcnn_conditional": _pixelcnn_conditional}
 
 
 #: the objectives with an L1 term (paired input and target)
@@ -113,8 +122,9 @@ def test_every_objective_trains_on_the_device_and_its_model_gives_the_cpu_output
     print(f"\n[{DEVICE} {name}] {res.throughput()}; last epoch {res.history[-1]}")
     with exact_fp32(), torch.no_grad():
         on_cpu, on_dev = load_model(res.model_path, "cpu"), load_model(res.model_path, DEVICE)
-        if name == "pixelcnn":
-            a, b = on_cpu.log_prob_pixels(probe), on_dev.log_prob_pixels(probe.to(DEVICE)).cpu()
+        if name.startswith("pixelcnn"):
+            y = 1 if name == "pixelcnn_conditional" else None   # the class the trained model is scored under
+            a, b = on_cpu.log_prob_pixels(probe, y), on_dev.log_prob_pixels(probe.to(DEVICE), y).cpu()
             tol = 1e-3  # nats per pixel
         else:
             a, b = on_cpu(probe), on_dev(probe.to(DEVICE)).cpu()
