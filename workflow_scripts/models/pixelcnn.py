@@ -215,9 +215,8 @@ class PixelCNN(nn.Module):
     likelihood-ratio maps), :meth:`params_log_prob` the ``log_prob`` function of
     :class:`~workflow_scripts.train.LikelihoodObjective`. With ``n_classes > 0`` every call takes the class labels
     ``y`` too (integers ``(B,)`` in ``[0, n_classes)``, or one integer for the whole batch). All three score
-    ``quantize(x, bits)``; ``log_prob`` and
-    ``log_prob_pixels`` also feed the quantised image to the network, so train on quantised data (``quantize``)
-    for the network to see in training what it is scored on.
+    ``quantize(x, bits)``; ``log_prob`` and ``log_prob_pixels`` also feed the quantised image to the network, so
+    train on quantised data (``quantize``) for the network to see in training what it is scored on.
     """
 
     def __init__(self, channels: int = 1, filters: int = 64, n_resnet: int = 3, n_mix: int = 5,

@@ -83,7 +83,7 @@ def fig3_distributions(tables: Mapping[str, pd.DataFrame], aucs: Mapping[str, fl
             ("llr_shared", "LLR, one shared conditional model", "llr_shared"),
             ("logp_real", "log p_real (raw likelihood)", "likelihood")]
     cols = [c for c in cols if all(c[0] in t.columns for t in tables.values())]
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.7 * len(cols), 3.2))
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.7 * len(cols), 3.4), layout="constrained")
     for ax, (col, title, key) in zip(axes, cols):
         vals = np.concatenate([t[col].to_numpy(float) for t in tables.values()])
         vals = vals[np.isfinite(vals)]
