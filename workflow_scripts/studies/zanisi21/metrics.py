@@ -113,10 +113,9 @@ def compute_metrics(tables: Mapping[str, pd.DataFrame], study: Mapping[str, Any]
     bins = {BIN_COLUMNS[k]: v for k, v in study["comparison_bins"].items()}
     table = matched_bins(real, other, "llr", bins, n_boot=int(study["bootstrap"]), seed=seed)
     table["property"] = table["property"].map({v: k for k, v in BIN_COLUMNS.items()})
-    clumps = clump_correlation(real, other)
-    clumpy = clumpy_auc(real, other)
     ceiling = auc_ceiling(real)
-    wins = paired_wins(real, other)
+    paired = paired_truth_entries(real, other, "llr")
+    clumps, clumpy, wins = paired["clumps"], paired["clumpy"], paired["wins"]
     n_fit = sum(a["galaxies"] for a in archetypes.values())
     n_fail = sum(a["fit_failed"] for a in archetypes.values())
     kind = study["comparison"]["kind"]
@@ -145,23 +144,12 @@ def compute_metrics(tables: Mapping[str, pd.DataFrame], study: Mapping[str, Any]
         entry("sersic_fit_failures", f"statmorph Sersic fits failed (of {n_fit} training and held-out galaxies)",
               None, n_fail / n_fit if n_fit else None, "fraction", None, None),
     ]
-    if clumps["rho"] is not None:
-        entries.append(entry("llr_clump_rank_correlation", f"Spearman rho of the paired LLR difference (real - twin) "
-                             f"and the true clump flux fraction ({clumps['n']} galaxies, p {clumps['p']:.2g})", None,
-                             clumps["rho"], "", "> 0", bool(clumps["rho"] > 0)))
+    entries += paired["entries"]["rho"]
     if ceiling is not None:
         entries.append(entry("llr_auc_ceiling", "the largest AUC any score can reach between the held-out galaxies "
                              "and their twins: 0.5 + half the share with clumps (the others are their twins pixel "
                              "for pixel)", None, ceiling, "", None, None))
-    if clumpy["auc"] is not None:
-        entries.append(entry("llr_auc_clumpy_vs_twin", f"the LLR AUC over the {clumpy['n']} held-out galaxies with "
-                             "clumps and their twins (the others equal their twins pixel for pixel)", None,
-                             clumpy["auc"], "", f">= {g_auc}", bool(clumpy["auc"] >= g_auc)))
-    if wins["fraction"] is not None:
-        entries.append(entry("llr_paired_wins_clumpy", f"fraction of the {wins['n']} held-out galaxies with clumps "
-                             f"whose LLR exceeds their own twin's (sign test p {wins['p']:.2g})", None,
-                             wins["fraction"], "fraction", "> 0.5, sign test p < 0.05",
-                             bool(wins["fraction"] > 0.5 and wins["p"] < 0.05)))
+    entries += paired["entries"]["clumpy"] + paired["entries"]["wins"]
     shared = shared_entries(real, other, arch, what_other) if "llr_shared" in real.columns else {}
     entries += shared.pop("entries", [])
     detail = {"aucs": {"llr": auc_llr, "llr_perturbed": auc_llr_p, "likelihood": auc_lik,
@@ -182,37 +170,54 @@ def compute_metrics(tables: Mapping[str, pd.DataFrame], study: Mapping[str, Any]
     return {"study": "zanisi21", "entries": entries, **detail}, table
 
 
+#: the lead of the shared model's entry descriptions
+OURS_SHARED = "ours, beyond the paper: one PixelCNN conditioned on the set (real / archetype), "
+
+
+def paired_truth_entries(real: pd.DataFrame, other: pd.DataFrame, score: str, lead: str = "") -> dict[str, Any]:
+    """The entries that use the embedded truth (clump fractions, and twins paired by id) for one LLR column
+    ``score``: ``{score}_clump_rank_correlation``, ``{score}_auc_clumpy_vs_twin``, ``{score}_paired_wins_clumpy``
+    (``entries``: kind -> a list of zero or one entry, kinds ``rho``, ``clumpy``, ``wins``), and their numbers
+    (``clumps``, ``clumpy``, ``wins``). ``lead`` starts each description."""
+    clumps, clumpy, wins = (clump_correlation(real, other, score), clumpy_auc(real, other, score),
+                            paired_wins(real, other, score))
+    g_auc = GOALS["llr_auc_min"]
+    out: dict[str, list[dict[str, Any]]] = {"rho": [], "clumpy": [], "wins": []}
+    if clumps["rho"] is not None:
+        out["rho"].append(entry(f"{score}_clump_rank_correlation", lead + "Spearman rho of the paired LLR difference "
+                                f"(real - twin) and the true clump flux fraction ({clumps['n']} galaxies, p "
+                                f"{clumps['p']:.2g})", None, clumps["rho"], "", "> 0", bool(clumps["rho"] > 0)))
+    if clumpy["auc"] is not None:
+        out["clumpy"].append(entry(f"{score}_auc_clumpy_vs_twin", lead + f"the LLR AUC over the {clumpy['n']} "
+                                   "held-out galaxies with clumps and their twins (the others equal their twins "
+                                   "pixel for pixel)", None, clumpy["auc"], "", f">= {g_auc}",
+                                   bool(clumpy["auc"] >= g_auc)))
+    if wins["fraction"] is not None:
+        out["wins"].append(entry(f"{score}_paired_wins_clumpy", lead + f"fraction of the {wins['n']} held-out "
+                                 f"galaxies with clumps whose LLR exceeds their own twin's (sign test p "
+                                 f"{wins['p']:.2g})", None, wins["fraction"], "fraction", "> 0.5, sign test p < 0.05",
+                                 bool(wins["fraction"] > 0.5 and wins["p"] < 0.05)))
+    return {"entries": out, "clumps": clumps, "clumpy": clumpy, "wins": wins}
+
+
 def shared_entries(real: pd.DataFrame, other: pd.DataFrame, arch: pd.DataFrame, what_other: str) -> dict[str, Any]:
     """The shared (class-conditional) model's LLR, ``llr_shared``, judged as the paper's two-model LLR is: metrics
     entries (``entries``) and the numbers behind them."""
     auc = ood_auc(-real["llr_shared"], -other["llr_shared"])
     bg = float(np.nanmean(real["bg_share_llr_shared"]))
-    clumpy, wins = clumpy_auc(real, other, "llr_shared"), paired_wins(real, other, "llr_shared")
-    clumps = clump_correlation(real, other, "llr_shared")
-    g_auc, g_bg = GOALS["llr_auc_min"], GOALS["background_fraction_max"]
-    ours = "ours, beyond the paper: one PixelCNN conditioned on the set (real / archetype), "
+    paired = paired_truth_entries(real, other, "llr_shared", lead=OURS_SHARED)
+    clumps, clumpy, wins = paired["clumps"], paired["clumpy"], paired["wins"]
+    g_bg = GOALS["background_fraction_max"]
     entries = [
-        entry("bits_per_dim_shared", ours + "held-out real stamps as real, held-out archetypes as archetypes", None,
-              float(np.mean([real["bpd_shared_real"].mean(), arch["bpd_shared_archetype"].mean()])), "bits/dim",
+        entry("bits_per_dim_shared", OURS_SHARED + "held-out real stamps as real, held-out archetypes as archetypes",
+              None, float(np.mean([real["bpd_shared_real"].mean(), arch["bpd_shared_archetype"].mean()])),
+              "bits/dim", None, None),
+        entry("llr_shared_auc_smooth_vs_real", OURS_SHARED + f"AUC of flagging {what_other} by -LLR", None, auc, "",
               None, None),
-        entry("llr_shared_auc_smooth_vs_real", ours + f"AUC of flagging {what_other} by -LLR", None, auc, "",
-              None, None),
-        entry("llr_shared_background_fraction", ours + "share of |LLR| in background pixels", PAPER_BACKGROUND_LLR,
-              bg, "fraction", f"<= {g_bg}", bool(bg <= g_bg) if _finite(bg) else None),
+        entry("llr_shared_background_fraction", OURS_SHARED + "share of |LLR| in background pixels",
+              PAPER_BACKGROUND_LLR, bg, "fraction", f"<= {g_bg}", bool(bg <= g_bg) if _finite(bg) else None),
+        *(e for k in ("clumpy", "wins", "rho") for e in paired["entries"][k]),
     ]
-    if clumpy["auc"] is not None:
-        entries.append(entry("llr_shared_auc_clumpy_vs_twin", ours + f"LLR AUC over the {clumpy['n']} held-out "
-                             "galaxies with clumps and their twins", None, clumpy["auc"], "", f">= {g_auc}",
-                             bool(clumpy["auc"] >= g_auc)))
-    if wins["fraction"] is not None:
-        entries.append(entry("llr_shared_paired_wins_clumpy", ours + f"fraction of the {wins['n']} held-out galaxies "
-                             f"with clumps whose LLR exceeds their twin's (sign test p {wins['p']:.2g})", None,
-                             wins["fraction"], "fraction", "> 0.5, sign test p < 0.05",
-                             bool(wins["fraction"] > 0.5 and wins["p"] < 0.05)))
-    if clumps["rho"] is not None:
-        entries.append(entry("llr_shared_clump_rank_correlation", ours + "Spearman rho of the paired LLR difference "
-                             f"and the true clump flux fraction ({clumps['n']} galaxies, p {clumps['p']:.2g})",
-                             None, clumps["rho"], "", "> 0", bool(clumps["rho"] > 0)))
     return {"entries": entries, "auc": auc, "auc_clumpy_only": clumpy["auc"], "background": bg,
             "paired_wins": wins, "clumps": clumps,
             "bits_per_dim": {"real_on_real": float(real["bpd_shared_real"].mean()),
@@ -221,5 +226,5 @@ def shared_entries(real: pd.DataFrame, other: pd.DataFrame, arch: pd.DataFrame, 
             "mean_llr": {"real_test": float(real["llr_shared"].mean()), "other": float(other["llr_shared"].mean())}}
 
 
-__all__ = ["BIN_COLUMNS", "auc_ceiling", "clump_correlation", "clumpy_auc", "compute_metrics", "paired_wins",
-           "shared_entries", "with_morphology"]
+__all__ = ["BIN_COLUMNS", "auc_ceiling", "clump_correlation", "clumpy_auc", "compute_metrics",
+           "paired_truth_entries", "paired_wins", "shared_entries", "with_morphology"]
