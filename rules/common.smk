@@ -32,6 +32,12 @@ def psf_file(survey, field, band, ext="fits"):
     return f"results/data/{survey}/{field}/psf/{band}.{ext}"
 
 
+def psf_settings(survey):
+    """The psf block as it applies to one survey: the top-level settings with the survey's per_survey changes."""
+    base = {k: v for k, v in config["psf"].items() if k != "per_survey"}
+    return {**base, **config["psf"].get("per_survey", {}).get(survey, {})}
+
+
 def catalog_file(survey, field):
     return str(boundary.catalog_path(DATA, survey, field))
 

@@ -133,7 +133,7 @@ rule psf:
         fits=psf_file("{survey}", "{field}", "{band}"),
         json=psf_file("{survey}", "{field}", "{band}", "json"),
     params:
-        psf=config["psf"],
+        psf=lambda w: psf_settings(w.survey),
         survey=lambda w: survey_params(w.survey),
         lineage=lambda w: lineage(w.survey),
         code=code_version("steps/data/psf.py"),

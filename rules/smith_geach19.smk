@@ -14,6 +14,8 @@ SG19_LINEAGE = lineage(SG19["survey"])
 SG19_REPORT = "Smith & Geach 2019 deep fields"
 SG19_FIELDS = [f"{DATA}/derived/smith_geach19/fields/r{r}_{b}.fits" for r in range(SG19["realisations"])
                for b in SG19_BANDS]
+SG19_MOCKS = [f"{DATA}/derived/smith_geach19/mock/r{r}_{b}.fits" for r in range(SG19["realisations"])
+              for b in SG19_BANDS]
 
 
 rule smith_geach19_prepare:
@@ -103,15 +105,37 @@ rule smith_geach19_fields:
         "../workflow_scripts/steps/smith_geach19/field.py"
 
 
-rule smith_geach19_catalog:
-    """sep on the band-mean image (local background, 5 px >= 5 sigma), Kron magnitudes per band: real and
-    generated fields alike."""
+rule smith_geach19_catalog_real:
+    """sep on the band-mean image (local background, 5 px >= 5 sigma), Kron magnitudes per band: the real field."""
     input:
         field=rules.smith_geach19_prepare.output.field,
         meta=rules.smith_geach19_prepare.output.meta,
+    output:
+        catalog=f"{SG19_DIR}/catalog_real.parquet",
+    params:
+        study=config_slice("smith_geach19", "bands", "validation"),
+        code=code_version("steps/smith_geach19/catalog.py"),
+        lineage=SG19_LINEAGE,
+    log:
+        f"{LOGS}/smith_geach19/catalog_real.log",
+    benchmark:
+        f"{BENCH}/smith_geach19/catalog_real.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=15,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/steps/smith_geach19/catalog.py"
+
+
+rule smith_geach19_catalog:
+    """The same extraction on every generated realisation; the areas compared."""
+    input:
+        meta=rules.smith_geach19_prepare.output.meta,
         images=SG19_FIELDS,
     output:
-        real=f"{SG19_DIR}/catalog_real.parquet",
         generated=f"{SG19_DIR}/catalog_generated.parquet",
         areas=f"{SG19_DIR}/areas.json",
     params:
@@ -132,17 +156,53 @@ rule smith_geach19_catalog:
         "../workflow_scripts/steps/smith_geach19/catalog.py"
 
 
-rule smith_geach19_metrics:
-    """results/smith_geach19/metrics.json: KS p and median offsets per band, counts ratio, seamlessness, speed."""
+rule smith_geach19_mock:
+    """The baseline without learning: the real catalogue's sources as exponential disks through the measured PSFs
+    on the field's sky noise, as many realisations as the generator's; the same extraction."""
     input:
-        real=rules.smith_geach19_catalog.output.real,
+        catalog=rules.smith_geach19_catalog_real.output.catalog,
+        field=rules.smith_geach19_prepare.output.field,
+        meta=rules.smith_geach19_prepare.output.meta,
+        psfs=[psf_file(SG19_SURVEY.name, SG19_FIELD, b) for b in SG19_BANDS],
+    output:
+        images=SG19_MOCKS,
+        catalog=f"{SG19_DIR}/catalog_mock.parquet",
+        summary=f"{SG19_DIR}/mock.json",
+    params:
+        study=config_slice("smith_geach19", "bands", "field_size", "realisations", "validation"),
+        seed=config["seed"],
+        code=code_version("steps/smith_geach19/mock.py"),
+        lineage=SG19_LINEAGE,
+    log:
+        f"{LOGS}/smith_geach19/mock.log",
+    benchmark:
+        f"{BENCH}/smith_geach19/mock.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=15,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/steps/smith_geach19/mock.py"
+
+
+rule smith_geach19_metrics:
+    """results/smith_geach19/metrics.json: KS p and median offsets per band, counts ratio, seamlessness, speed;
+    the same statistics for the catalogue mock and for the real field's two halves (the null)."""
+    input:
+        real=rules.smith_geach19_catalog_real.output.catalog,
         generated=rules.smith_geach19_catalog.output.generated,
         areas=rules.smith_geach19_catalog.output.areas,
         generation=rules.smith_geach19_fields.output.summary,
+        mock=rules.smith_geach19_mock.output.catalog,
+        mock_summary=rules.smith_geach19_mock.output.summary,
+        meta=rules.smith_geach19_prepare.output.meta,
     output:
         metrics=f"{SG19_DIR}/metrics.json",
     params:
         study=config_slice("smith_geach19", "bands", "validation"),
+        seed=config["seed"],
         code=code_version("steps/smith_geach19/metrics.py"),
         lineage=SG19_LINEAGE,
     log:
@@ -165,16 +225,18 @@ SG19_FIGURES = {
                                            meta=rules.smith_geach19_prepare.output.meta)),
     "smith_geach19_fig2": dict(name="fig2_generated_vs_real", title="Fig 2: generated vs real",
                                inputs=dict(field=rules.smith_geach19_prepare.output.field,
-                                           meta=rules.smith_geach19_prepare.output.meta, images=SG19_FIELDS)),
+                                           meta=rules.smith_geach19_prepare.output.meta, images=SG19_FIELDS,
+                                           mock=SG19_MOCKS[:len(SG19_BANDS)])),
     "smith_geach19_fig3": dict(name="fig3_thumbnails", title="Fig 3: real or generated?",
                                inputs=dict(field=rules.smith_geach19_prepare.output.field,
                                            meta=rules.smith_geach19_prepare.output.meta, images=SG19_FIELDS,
-                                           real=rules.smith_geach19_catalog.output.real,
+                                           real=rules.smith_geach19_catalog_real.output.catalog,
                                            generated=rules.smith_geach19_catalog.output.generated),
                                outputs=dict(key=f"{SG19_DIR}/fig3_key.txt")),
     "smith_geach19_fig4": dict(name="fig4_magnitudes", title="Fig 4: magnitude distributions",
-                               inputs=dict(real=rules.smith_geach19_catalog.output.real,
+                               inputs=dict(real=rules.smith_geach19_catalog_real.output.catalog,
                                            generated=rules.smith_geach19_catalog.output.generated,
+                                           mock=rules.smith_geach19_mock.output.catalog,
                                            metrics=rules.smith_geach19_metrics.output.metrics,
                                            meta=rules.smith_geach19_prepare.output.meta)),
 }

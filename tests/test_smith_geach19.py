@@ -16,7 +16,8 @@ from workflow_scripts.errors import PipelineError
 from workflow_scripts.io import provenance
 from workflow_scripts.metrics import validate_metrics
 from workflow_scripts.models.sgan import SGANGenerator
-from workflow_scripts.studies.smith_geach19 import data, tessellate as tess, validation
+from workflow_scripts.imaging.render import RenderError, normalised_psf, psf_half_light_radius
+from workflow_scripts.studies.smith_geach19 import data, mock as mk, tessellate as tess, validation
 from workflow_scripts.studies.smith_geach19.metrics import compute_metrics
 from workflow_scripts.studies.smith_geach19.model import build_objective, snapshot_epochs
 
@@ -161,14 +162,22 @@ def test_extraction_recovers_known_magnitudes_and_compare_statistics():
 
 def test_metrics_entries_and_snapshot_schedule():
     comp = {"mag_limit": 28.0, "counts_ratio": 1.1,
-            "bands": {b: {"ks_p": 0.3, "median_offset": 0.05} for b in BANDS}}
+            "bands": {b: {"ks_p": 0.3, "median_offset": 0.05, "median_offset_error": 0.12} for b in BANDS}}
+    mock = {"mag_limit": 28.0, "counts_ratio": 0.9,
+            "bands": {b: {"ks_p": 0.02, "median_offset": -0.3, "median_offset_error": 0.1} for b in BANDS}}
+    null = {"mag_limit": 28.0, "counts_ratio": 1.0,
+            "bands": {b: {"ks_p": p, "median_offset": d} for b, p, d in zip(BANDS, (0.8, 0.4, 0.6), (0.1, -0.2, 0))}}
     gen = {"seamless_max_abs_diff": 0.0, "peak_rss_mb": 500.0, "field_size": 1536, "realisation_seconds": 9.0,
            "device": "cpu", "threads": 2}
-    m = compute_metrics(comp, gen)
+    m = compute_metrics(comp, gen, mock, null)
     validate_metrics(m, "metrics.json")
     e = {x["id"]: x for x in m["entries"]}
     assert e["ks_p_F606W"]["paper"] == 0.16 and e["ks_p_F814W"]["holds"] is True
     assert e["counts_ratio"]["holds"] is True and e["seamless_max_abs_diff"]["holds"] is True
+    assert "bootstrap error 0.12" in e["median_offset_F775W"]["what"]
+    assert e["mock_ks_p_F606W"]["ours"] == 0.02 and e["mock_ks_p_F606W"]["holds"] is None
+    assert e["mock_counts_ratio"]["ours"] == 0.9 and e["mock_median_offset_F814W"]["ours"] == -0.3
+    assert e["null_ks_p_min"]["ours"] == 0.4 and e["null_median_offset_max"]["ours"] == 0.2
     assert snapshot_epochs(36, 10, 3) == [16, 26, 36]
     assert pd.Series(snapshot_epochs(12, 2, 3)).is_monotonic_increasing
 
@@ -242,3 +251,104 @@ def test_build_objective_starts_the_generator_at_the_fields_sky_or_at_one_half()
     obj = build_objective({**base, "init": "normal", "output_bias": "zero"}, field)
     obj.reset_parameters()
     assert obj.init_scheme == "normal" and float(obj.generator.net[-2].bias.detach().abs().max()) == 0.0
+
+
+def _native_psf(fwhm=0.09, scale=0.06, side=25):
+    """A native-grid effective PSF: a Gaussian through the pixel, sum 1."""
+    return galsim.Gaussian(fwhm=fwhm).drawImage(nx=side, ny=side, scale=scale).array.astype(np.float64)
+
+
+def test_psf_helpers_know_a_gaussian_and_refuse_malformed_psfs():
+    psf = galsim.Gaussian(sigma=3.0).drawImage(nx=41, ny=41, scale=1.0, method="no_pixel").array
+    assert psf_half_light_radius(psf, 0.06) == pytest.approx(1.1774 * 3.0 * 0.06, abs=0.5 * 0.06)
+    assert normalised_psf(5 * psf).sum() == pytest.approx(1.0)
+    with pytest.raises(RenderError, match="odd sides"):
+        normalised_psf(np.ones((4, 5)), "PSF of F606W")
+    with pytest.raises(RenderError, match="PSF of F814W: .*non-positive"):
+        normalised_psf(-np.ones((5, 5)), "PSF of F814W")
+
+
+def test_catalogue_mock_reproduces_the_field_it_was_drawn_from():
+    """A field of GalSim exponentials of known magnitude and size; its catalogue drawn into mocks by the baseline;
+    the mock's sources come back with the field's counts, magnitudes and sizes."""
+    rng = np.random.default_rng(3)
+    mags = rng.uniform(23.0, 25.5, 60)
+    images, xs, ys = _galaxy_field(rng, mags)
+    cat = validation.extract(images, ZP, 0.06, thresh_sigma=5.0, minarea=5)
+    psf = _native_psf()
+    src = mk.mock_sources(cat, BANDS, psf_half_light_radius(psf, 0.06))
+    assert np.median(src["hlr_arcsec"]) == pytest.approx(0.12, abs=0.03)   # the drawn disks' 0.12"
+    n = 400
+    found, placed = [], 0
+    for r in range(4):
+        imgs, table = mk.render_mock(src, BANDS, {b: psf for b in BANDS}, {b: 2e-4 for b in BANDS}, n, 0.06,
+                                     len(cat) / n ** 2, np.random.default_rng(r))
+        assert set(imgs) == set(BANDS) and imgs["F606W"].shape == (n, n) and imgs["F606W"].dtype == np.float32
+        placed += len(table)
+        found.append(validation.extract(imgs, ZP, 0.06, thresh_sigma=5.0, minarea=5))
+    assert placed == pytest.approx(4 * len(cat), rel=0.15)     # Poisson around the real field's density
+    area = (n * 0.06 / 60) ** 2
+    res = validation.compare(cat, pd.concat(found), BANDS, mag_limit=28, real_area_arcmin2=area,
+                             generated_area_arcmin2=4 * area)
+    assert res["counts_ratio"] == pytest.approx(1.0, abs=0.2)
+    for b in BANDS:
+        c = res["bands"][b]
+        assert abs(c["median_offset"]) < max(0.15, 3 * c["median_offset_error"]) and c["ks_p"] > 0.01
+    assert res["r_half_median_generated"] == pytest.approx(res["r_half_median_real"], rel=0.2)
+
+
+def test_catalogue_mock_refuses_a_catalogue_it_cannot_draw():
+    with pytest.raises(PipelineError, match="lacks columns flux_F775W"):
+        mk.mock_sources(pd.DataFrame({"a": [1.0], "b": [1.0], "theta": [0.0], "r_half_arcsec": [0.1],
+                                      "flux_F606W": [1.0]}), ["F606W", "F775W"], 0.05)
+    bad = pd.DataFrame({"a": [np.nan], "b": [1.0], "theta": [0.0], "r_half_arcsec": [0.1], "flux_F606W": [1.0]})
+    with pytest.raises(PipelineError, match="no source of the real field"):
+        mk.mock_sources(bad, ["F606W"], 0.05)
+    ok = pd.DataFrame({"a": [2.0], "b": [1.0], "theta": [0.5], "r_half_arcsec": [0.01], "flux_F606W": [-1.0]})
+    src = mk.mock_sources(ok, ["F606W"], 0.05)
+    assert src["flux_F606W"].iloc[0] == 0 and src["hlr_arcsec"].iloc[0] == mk.MIN_HLR_ARCSEC
+    assert src["q"].iloc[0] == 0.5 and src["beta"].iloc[0] == 0.5
+
+
+def test_median_offset_error_and_the_null_of_two_halves():
+    rng = np.random.default_rng(5)
+    n = 800
+    cat = pd.DataFrame({"x": rng.uniform(0, 1000, n), "y": rng.uniform(0, 1000, n), "r_half_arcsec": 0.1,
+                        **{f"mag_{b}": rng.normal(26.0, 1.5, n) for b in BANDS}})
+    left, right = validation.split_halves(cat, 1000)
+    assert len(left) + len(right) == n and left["x"].max() < right["x"].min()
+    res = validation.compare(left, right, BANDS, mag_limit=40, real_area_arcmin2=1.0, generated_area_arcmin2=1.0,
+                             seed=1)
+    expected = 1.2533 * 1.5 * np.sqrt(1 / len(left) + 1 / len(right))   # the median's large-sample error
+    for c in res["bands"].values():
+        assert c["median_offset_error"] == pytest.approx(expected, rel=0.2)
+    assert res["counts_ratio"] == pytest.approx(len(right) / len(left))
+
+
+def test_self_ensemble_is_the_same_when_the_rule_runs_again_over_a_finished_checkpoint(tmp_path):
+    """A finished run leaves its checkpoint (after the last epoch) beside the snapshots; training again (a rerun of
+    the rule) must give the same ensemble, not three copies of the last epoch; with the snapshots gone it trains
+    again from the start, to the same weights."""
+    from workflow_scripts.studies.smith_geach19.model import train_ensemble
+    from workflow_scripts.train.inference import model_meta
+
+    field = np.random.default_rng(0).uniform(0, 1, (3, 64, 64)).astype(np.float32)
+    model = {"nz": 4, "init": "glorot", "output_bias": "sky", "g_filters": [8, 8, 8, 8], "d_filters": [8, 8, 8, 8],
+             "epochs": 3, "crops_per_epoch": 8, "batch_size": 4, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5}
+    ens = {"members": 3, "every": 1}
+
+    def weights(paths):
+        return [torch.load(p, weights_only=True)["state_dict"] for p in paths]
+
+    snaps, _ = train_ensemble(model, ens, field, 32, 7, "cpu", tmp_path, progress=False)
+    first = weights(snaps)
+    assert [model_meta(p)["epochs"] for p in snaps] == [1, 2, 3]
+    assert not all(torch.equal(first[0][k], first[2][k]) for k in first[0])
+    for kept in (True, False):
+        if not kept:
+            for p in snaps[:2]:
+                p.unlink()
+        again, _ = train_ensemble(model, ens, field, 32, 7, "cpu", tmp_path, progress=False)
+        assert [model_meta(p)["epochs"] for p in again] == [1, 2, 3]
+        for a, b in zip(first, weights(again)):
+            assert all(torch.equal(a[k], b[k]) for k in a)

@@ -313,6 +313,12 @@ def test_ci_deep_field_study_end_to_end(ci_run: Path):
                 assert hdr["FILTER"] == band and hdr["PHOTZP"] == survey.band(band).zeropoint and hdr["CTYPE1"]
     real = __import__("pandas").read_parquet(base / "catalog_real.parquet")
     assert len(real) > 20 and {f"mag_{b}" for b in study["bands"]} <= set(real.columns)
+    # the catalogue mock: as many fields as realisations, drawn from the real catalogue, extracted the same way
+    mock = __import__("pandas").read_parquet(base / "catalog_mock.parquet")
+    assert set(mock["realisation"]) == set(range(study["realisations"]))
+    assert 0.5 < entries["mock_counts_ratio"]["ours"] < 1.5 and 0 <= entries["null_ks_p_min"]["ours"] <= 1
+    with fits.open(ci_run / config["data_dir"] / "derived/smith_geach19/mock" / f"r0_{study['bands'][0]}.fits") as hdul:
+        assert hdul[0].data.shape == (study["field_size"],) * 2 and "mock" in hdul[0].header.comments["GENERATD"]
     key = (base / "fig3_key.txt").read_text().splitlines()[1:]  # row column kind, one per thumbnail
     assert key and {line.split()[2] for line in key} <= {"real", "generated"}
     for name in ("fig1_training_evolution", "fig2_generated_vs_real", "fig3_thumbnails", "fig4_magnitudes"):

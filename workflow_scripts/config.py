@@ -167,6 +167,11 @@ def _semantic_checks(config: Mapping[str, Any]) -> None:
                 raise ConfigError(f"config: surveys.{name}.embedded.star_mag_range must be [bright, faint]")
     if config["psf"]["stamp_size"] % 2 == 0:
         raise ConfigError("config: psf.stamp_size must be odd")
+    for name, changes in config["psf"].get("per_survey", {}).items():
+        if name not in config["surveys"]:
+            raise ConfigError(f"config: psf.per_survey.{name} is not a survey ({', '.join(config['surveys'])})")
+        if changes.get("stamp_size", 1) % 2 == 0:
+            raise ConfigError(f"config: psf.per_survey.{name}.stamp_size must be odd")
     for study in enabled_studies(config):  # each study's own checks, in its package (validate.check)
         importlib.import_module(f"workflow_scripts.studies.{study}.validate").check(config)
 

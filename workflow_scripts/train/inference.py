@@ -62,8 +62,7 @@ def save_model(model: nn.Module, path: str | Path, meta: Mapping[str, Any] | Non
     return path
 
 
-def load_model(path: str | Path, device: str | torch.device = "auto") -> nn.Module:
-    """Rebuild a model written by ``train`` / :func:`save_model`, in eval mode on ``device``."""
+def _read_model_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: model file not found (train the model first)")
@@ -73,6 +72,17 @@ def load_model(path: str | Path, device: str | torch.device = "auto") -> nn.Modu
         raise PipelineError(f"{path}: unreadable model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise PipelineError(f"{path}: not a model file of this pipeline")
+    return obj
+
+
+def model_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta`` a model file was written with (``train`` writes objective, epochs, seed, global_step ...)."""
+    return dict(_read_model_file(path).get("meta") or {})
+
+
+def load_model(path: str | Path, device: str | torch.device = "auto") -> nn.Module:
+    """Rebuild a model written by ``train`` / :func:`save_model`, in eval mode on ``device``."""
+    obj = _read_model_file(path)
     spec = json.loads(obj["arch_json"])
     model = build_model(spec["name"], spec["arch"])
     model.load_state_dict(obj["state_dict"])
@@ -117,4 +127,4 @@ def generate(generator: nn.Module, inputs: Any, batch_size: int = 256,
 
 
 __all__ = ["GENERATOR_FORMAT", "MODEL_FILE_VERSION", "MODEL_FORMAT", "as_tensor", "generate", "load_generator",
-           "load_model", "noise", "resolve_device", "save_generator", "save_model"]
+           "load_model", "model_meta", "noise", "resolve_device", "save_generator", "save_model"]

@@ -1,5 +1,5 @@
-"""Rule `smith_geach19_catalog`: the same source extraction on the real field (the training region, in the survey's
-units) and on every generated realisation."""
+"""Rules `smith_geach19_catalog_real` and `smith_geach19_catalog`: the same source extraction on the real field (the
+training region, in the survey's units) and on every generated realisation."""
 
 import json
 from typing import Any
@@ -19,29 +19,36 @@ from workflow_scripts.studies.smith_geach19.data import Normalisation
 from workflow_scripts.studies.smith_geach19.validation import extract
 
 
+def _write(cat: pd.DataFrame, path: str) -> None:
+    with atomic_path(path) as tmp:
+        cat.to_parquet(tmp, index=False)
+
+
 def main(snakemake: Any, log: Any) -> None:
     study = snakemake.params.study
     bands = study["bands"]
     meta = json.loads(open(snakemake.input.meta).read())
-    norm = Normalisation.from_dict(meta["normalisation"])
     zps, scale = meta["PHOTZP"], meta["pixel_scale"]
     val = study["validation"]
     kw = dict(thresh_sigma=val["thresh_sigma"], minarea=val["minarea"], background_box=val["background_box"])
-    # the real field as the generator was taught it: clipped at the normalisation's bounds, in the survey's units
-    real = norm.inverse(np.asarray(fits.getdata(snakemake.input.field), np.float32))
-    cats = {"real": extract(dict(zip(bands, real)), zps, scale, what="real field", **kw).assign(realisation=-1)}
+    if snakemake.rule.endswith("_real"):
+        # the real field as the generator was taught it: clipped at the normalisation's bounds, in the survey's units
+        norm = Normalisation.from_dict(meta["normalisation"])
+        real = norm.inverse(np.asarray(fits.getdata(snakemake.input.field), np.float32))
+        cat = extract(dict(zip(bands, real)), zps, scale, what=f"real field {snakemake.input.field}", **kw)
+        log.info("real: %d sources over %.2f arcmin^2", len(cat), real.shape[1] * real.shape[2] * (scale / 60) ** 2)
+        _write(cat.assign(realisation=-1), snakemake.output.catalog)
+        return
     images = list(snakemake.input.images)
     gen = []
     for r in range(study["realisations"]):
         imgs = {b: np.asarray(fits.getdata(images[r * len(bands) + i]), np.float32) for i, b in enumerate(bands)}
         gen.append(extract(imgs, zps, scale, what=f"realisation {r}", generated=True, **kw).assign(realisation=r))
-    cats["generated"] = pd.concat(gen, ignore_index=True)
-    area = {"real": real.shape[1] * real.shape[2] * (scale / 60) ** 2,
+    cat = pd.concat(gen, ignore_index=True)
+    area = {"real": meta["shape"][1] * meta["shape"][2] * (scale / 60) ** 2,
             "generated": study["realisations"] * study["field_size"] ** 2 * (scale / 60) ** 2}
-    for name in ("real", "generated"):
-        log.info("%s: %d sources over %.2f arcmin^2", name, len(cats[name]), area[name])
-        with atomic_path(getattr(snakemake.output, name)) as tmp:
-            cats[name].to_parquet(tmp, index=False)
+    log.info("generated: %d sources over %.2f arcmin^2", len(cat), area["generated"])
+    _write(cat, snakemake.output.generated)
     with atomic_path(snakemake.output.areas) as tmp:
         tmp.write_text(json.dumps(area))
 

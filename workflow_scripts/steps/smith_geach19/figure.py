@@ -38,6 +38,13 @@ def _thumbnails(img: np.ndarray, cat: pd.DataFrame, band: str) -> list[np.ndarra
     return out
 
 
+def _scaled(paths: list[str], meta: dict) -> np.ndarray:
+    """The bands of one field, from the survey's units to the training field's [0, 1] (its min-max bounds)."""
+    lo, hi = np.array(meta["normalisation"]["lo"]), np.array(meta["normalisation"]["hi"])
+    cube = np.stack([np.asarray(fits.getdata(p), np.float32) for p in paths])
+    return (cube - lo[:, None, None]) / (hi - lo)[:, None, None]
+
+
 def main(snakemake: Any, log: Any) -> None:
     study = snakemake.params.study
     which = snakemake.rule.removeprefix("smith_geach19_")
@@ -55,17 +62,14 @@ def main(snakemake: Any, log: Any) -> None:
     elif which == "fig2":
         real = np.asarray(fits.getdata(snakemake.input.field), np.float32)
         n = study["field_size"]
-        gen = np.stack([np.asarray(fits.getdata(p), np.float32) for p in snakemake.input.images[:len(study["bands"])]])
-        lo, hi = np.array(meta["normalisation"]["lo"]), np.array(meta["normalisation"]["hi"])
-        gen = (gen - lo[:, None, None]) / (hi - lo)[:, None, None]
+        gen = _scaled(snakemake.input.images[:len(study["bands"])], meta)
+        mock = _scaled(list(snakemake.input.mock), meta)
         side = min(n, real.shape[-1])
-        figs.fig2_fields(real[:, :side, :side], gen[:, :side, :side], meta["pixel_scale"], *out)
+        figs.fig2_fields(real[:, :side, :side], gen[:, :side, :side], meta["pixel_scale"], *out,
+                         mock=mock[:, :side, :side])
     elif which == "fig3":
         real_img = np.asarray(fits.getdata(snakemake.input.field), np.float32)
-        first = snakemake.input.images[:len(study["bands"])]
-        gen_img = np.stack([np.asarray(fits.getdata(p), np.float32) for p in first])
-        lo, hi = np.array(meta["normalisation"]["lo"]), np.array(meta["normalisation"]["hi"])
-        gen_img = (gen_img - lo[:, None, None]) / (hi - lo)[:, None, None]
+        gen_img = _scaled(snakemake.input.images[:len(study["bands"])], meta)
         band = study["bands"][1]
         cats = {"real": pd.read_parquet(snakemake.input.real), "generated": pd.read_parquet(snakemake.input.generated)}
         cats["generated"] = cats["generated"][cats["generated"]["realisation"] == 0]
@@ -75,8 +79,10 @@ def main(snakemake: Any, log: Any) -> None:
                              f"{FIG3_MAGS[0]:g} < {band} < {FIG3_MAGS[1]:g}, shuffled (key: {snakemake.output.key})")
     elif which == "fig4":
         metrics = json.loads(open(snakemake.input.metrics).read())
-        figs.fig4_magnitudes(pd.read_parquet(snakemake.input.real), pd.read_parquet(snakemake.input.generated),
-                             metrics["comparison"], study["bands"], *out)
+        catalogs = {"real": pd.read_parquet(snakemake.input.real),
+                    "generated": pd.read_parquet(snakemake.input.generated),
+                    "catalogue mock": pd.read_parquet(snakemake.input.mock)}
+        figs.fig4_magnitudes(catalogs, metrics["comparison"], metrics["mock"], study["bands"], *out)
     log.info("%s written", snakemake.output.png)
 
 

@@ -1,6 +1,6 @@
-"""Figures of the deep-field study: training evolution at fixed noise (Fig 1), generated vs real colour images
-(Fig 2), real and generated thumbnails shuffled with a key (Fig 3) and magnitude histograms per band with KS
-p-values (Fig 4)."""
+"""Figures of the deep-field study: training evolution at fixed noise (Fig 1), generated vs real colour images with
+the catalogue mock beside them (Fig 2), real and generated thumbnails shuffled with a key (Fig 3) and magnitude
+histograms per band with KS p-values (Fig 4)."""
 
 from __future__ import annotations
 
@@ -43,10 +43,14 @@ def fig1_evolution(images: Sequence[np.ndarray], labels: Sequence[str], out_png:
 
 
 def fig2_fields(real: np.ndarray, generated: np.ndarray, pixel_scale: float, out_png: str | Path,
-                out_pdf: str | Path | None, zoom: int = 128) -> None:
-    """Real and generated fields side by side (one stretch), with a zoom of each centre."""
-    fig, axes = plt.subplots(2, 2, figsize=(8, 8.4))
-    for col, (name, cube) in enumerate((("real (embedded XDF)", real), ("generated", generated))):
+                out_pdf: str | Path | None, mock: np.ndarray | None = None, zoom: int = 128) -> None:
+    """Real, generated and (when given) catalogue-mock fields side by side (one stretch), with a zoom of each
+    centre."""
+    panels = [("real", real), ("generated", generated)]
+    if mock is not None:
+        panels.append(("catalogue mock (baseline)", mock))
+    fig, axes = plt.subplots(2, len(panels), figsize=(4 * len(panels), 8.4))
+    for col, (name, cube) in enumerate(panels):
         ax = axes[0, col]
         ax.imshow(rgb(cube, real), origin="lower")
         ax.set_title(f"{name}, {cube.shape[-1] * pixel_scale / 60:.1f}′ wide", fontsize=9)
@@ -61,19 +65,22 @@ def fig2_fields(real: np.ndarray, generated: np.ndarray, pixel_scale: float, out
     save_figure(fig, out_png, out_pdf)
 
 
-def fig4_magnitudes(real: pd.DataFrame, generated: pd.DataFrame, comparison: Mapping, bands: Sequence[str],
-                    out_png: str | Path, out_pdf: str | Path | None) -> None:
+def fig4_magnitudes(catalogs: Mapping[str, pd.DataFrame], comparison: Mapping, mock: Mapping,
+                    bands: Sequence[str], out_png: str | Path, out_pdf: str | Path | None) -> None:
+    """Magnitude histograms per band of ``catalogs`` (real, generated, catalogue mock), KS p of the generator and
+    of the mock against the real field in each title."""
     lim = comparison["mag_limit"]
-    fig, axes = plt.subplots(1, len(bands), figsize=(3.3 * len(bands), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(bands), figsize=(3.6 * len(bands), 3.4), squeeze=False)
     bins = np.arange(18.0, lim + 0.25, 0.5)
     for ax, b in zip(axes[0], bands):
-        c = comparison["bands"][b]
-        for name, cat in (("real", real), ("generated", generated)):
+        for name, cat in catalogs.items():
             m = cat[f"mag_{b}"].to_numpy(float)
             m = m[np.isfinite(m) & (m < lim)]
             ax.hist(m, bins=bins, histtype="step", density=True, color=COLOURS[name], label=f"{name} ({m.size})")
         paper = PAPER_KS_P.get(b)
-        ax.set_title(f"{b}: KS p = {c['ks_p']:.2f}" + (f" (paper {paper})" if paper is not None else ""), fontsize=8)
+        ax.set_title(f"{b}: KS p generated {comparison['bands'][b]['ks_p']:.2g}"
+                     + (f" (paper {paper})" if paper is not None else "")
+                     + f"\nmock {mock['bands'][b]['ks_p']:.2g}", fontsize=8)
         ax.set_xlabel(f"{b} [AB mag]")
         ax.legend(fontsize=7)
     axes[0, 0].set_ylabel("density")

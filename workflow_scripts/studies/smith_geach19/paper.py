@@ -10,4 +10,4 @@ PAPER_MEDIAN_OFFSET = 0.02
 PAPER_REALISATION_SECONDS = 15.0
 PAPER_REALISATION_SIDE = 3232
 GOALS = {"ks_p_min": 0.05, "median_offset_max": 0.1, "counts_ratio_tolerance": 0.2}
-COLOURS = {"real": "k", "generated": "tab:orange"}
+COLOURS = {"real": "k", "generated": "tab:orange", "catalogue mock": "tab:blue"}

@@ -175,14 +175,16 @@ class FitsStreamWriter:
                 ctx.__exit__(StudyError, StudyError("aborted"), None)
 
 
-def field_header(wcs: WCS, band: str, meta: Mapping[str, Any], prov: Mapping[str, Any]) -> fits.Header:
-    """Header of a generated band: celestial WCS, the boundary keys (FILTER, BUNIT, PHOTZP ...), provenance."""
+def field_header(wcs: WCS, band: str, meta: Mapping[str, Any], prov: Mapping[str, Any],
+                 made_by: str = "Spatial-GAN field (Smith & Geach 2019)") -> fits.Header:
+    """Header of a generated band: celestial WCS, the boundary keys (FILTER, BUNIT, PHOTZP ...), what made it
+    (GENERATD's comment), provenance."""
     hdr = wcs.to_header()
     for key in ("TELESCOP", "INSTRUME", "BUNIT"):
         hdr[key] = meta.get(key, "")
     hdr["FILTER"] = band
     hdr["PHOTZP"] = (float(meta["PHOTZP"][band]), "AB mag of one image unit")
-    hdr["GENERATD"] = (True, "Spatial-GAN field (Smith & Geach 2019)")
+    hdr["GENERATD"] = (True, made_by)
     hdr.update(provenance_header(prov))
     return hdr
 

@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 from workflow_scripts.detection.sources import PIXSTACK, SUB_OBJECT_LIMIT, measure_background, native
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.imaging.augment import dihedral
+from workflow_scripts.imaging.render import RenderError, normalised_psf, psf_profile
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +74,10 @@ def _where(source: str) -> str:
 
 # ------------------------------------------------------------------------------------------------- PSF
 def _normalised_psf(psf: np.ndarray, source: str) -> np.ndarray:
-    p = np.asarray(native(psf), dtype=np.float64)
-    if p.ndim != 2:
-        raise ArchetypeError(f"{_where(source)}the PSF must be a 2-D image, got shape {p.shape}")
-    if p.shape[0] % 2 == 0 or p.shape[1] % 2 == 0:
-        raise ArchetypeError(f"{_where(source)}the PSF image must have odd sides (centred on its central pixel), "
-                             f"got {p.shape[0]} x {p.shape[1]}")
-    total = float(np.sum(p))
-    if not np.all(np.isfinite(p)) or total <= 0:
-        raise ArchetypeError(f"{_where(source)}the PSF image has non-finite pixels or a non-positive sum ({total})")
-    if abs(total - 1.0) > 1e-3:
-        log.info("%sPSF sums to %.6g; normalised to 1", _where(source), total)
-    return p / total
+    try:
+        return normalised_psf(psf, source or "PSF")
+    except RenderError as exc:
+        raise ArchetypeError(str(exc) if source else str(exc).removeprefix("PSF: ")) from None
 
 
 # ------------------------------------------------------------------------------------------------- fit
@@ -337,7 +330,7 @@ def render_archetypes(table: pd.DataFrame, psf: np.ndarray, sky: np.ndarray | No
         base = s[: len(rows)].copy()
         h, w = base.shape[1:]
     p = _normalised_psf(psf, source)
-    psf_obj = galsim.InterpolatedImage(galsim.Image(p, scale=float(pixel_scale)), normalization="flux")
+    psf_obj = psf_profile(p, pixel_scale)
     n_clip = np.clip(rows["sersic_n"].to_numpy(float), lo, hi)
     if np.any(n_clip != rows["sersic_n"].to_numpy(float)):
         log.info("%s%d Sersic indices clipped to [%g, %g]", _where(source),
