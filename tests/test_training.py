@@ -268,6 +268,47 @@ def test_checkpoint_of_another_setup_is_not_resumed(tmp_path):
     assert not res.resumed and res.epochs_done == 2
 
 
+def test_checkpoint_past_the_epochs_asked_for_is_set_aside_and_the_run_equals_a_fresh_one(tmp_path):
+    """Lowering the epochs (or asking for an earlier snapshot) must give that run's weights, not the longer run's."""
+    data = sr_data(16)
+    fresh = sr_task()
+    train(fresh, data, cfg(epochs=1), tmp_path / "fresh", progress=False)
+    train(sr_task(), data, cfg(epochs=2), tmp_path / "run", progress=False)
+    lowered = sr_task()
+    res = train(lowered, data, cfg(epochs=1), tmp_path / "run", progress=False)
+    assert not res.resumed and res.epochs_done == 1
+    assert_same_weights(params(lowered.generator), params(fresh.generator))
+    assert len(list((tmp_path / "run").glob("checkpoint.*.stale.pt"))) == 1   # the longer run's, kept
+
+
+def test_checkpoint_of_other_training_code_is_not_resumed(tmp_path, monkeypatch):
+    """A rule run again after a change to the training code must train, not return the old code's weights."""
+    import workflow_scripts.train.loop as loop
+
+    data = sr_data(16)
+    train(sr_task(), data, cfg(epochs=1), tmp_path, progress=False)
+    assert train(sr_task(), data, cfg(epochs=1), tmp_path, progress=False).resumed
+    monkeypatch.setattr(loop, "training_code_version", lambda objective, ds: "changed")
+    res = train(sr_task(), data, cfg(epochs=1), tmp_path, progress=False)
+    assert not res.resumed and res.epochs_done == 1
+    assert loop.training_code_version.__name__ == "<lambda>"
+
+
+def test_training_code_version_follows_the_objectives_and_models_code():
+    import inspect
+
+    from workflow_scripts.code_version import imported_files, modules_version
+    from workflow_scripts.train.loop import training_code_version
+
+    task = sr_task()
+    v = training_code_version(task, torch.utils.data.TensorDataset(*sr_data(4)))
+    assert len(v) == 16 and v == training_code_version(sr_task(), torch.utils.data.TensorDataset(*sr_data(8)))
+    hashed = set(imported_files(inspect.getsourcefile(sys.modules["workflow_scripts.train.loop"])))
+    for obj in (task, task.generator, task.discriminator):   # the step's and the networks' code are in the hash
+        assert Path(inspect.getsourcefile(type(obj))).resolve() in hashed
+    assert modules_version(["torch.nn", "workflow_scripts.train.loop"]) == modules_version(["workflow_scripts.train.loop"])
+
+
 def test_stale_temporary_files_are_cleaned(tmp_path):
     (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
     train(sr_task(), sr_data(16), cfg(epochs=1), tmp_path, progress=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -85,13 +86,24 @@ def imported_files(script: str | Path) -> list[Path]:
     return sorted(seen)
 
 
-def code_version(script: str | Path) -> str:
-    """Short SHA-256 over the relative paths and contents of :func:`imported_files` of ``script``."""
+def _digest(paths: Iterable[Path]) -> str:
     digest = hashlib.sha256()
-    for path in imported_files(script):
+    for path in sorted(set(paths)):
         try:
             name = str(path.relative_to(ROOT.parent))
         except ValueError:
             name = path.name
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def code_version(script: str | Path) -> str:
+    """Short SHA-256 over the relative paths and contents of :func:`imported_files` of ``script``."""
+    return _digest(imported_files(script))
+
+
+def modules_version(modules: Iterable[str]) -> str:
+    """The same hash over the ``workflow_scripts`` modules named (others, e.g. torch's, are ignored) and every
+    module they import."""
+    files = [_module_file(m) for m in modules]
+    return _digest(p for f in files if f is not None for p in imported_files(f))

@@ -61,16 +61,30 @@ def remove_stale_temporaries(out_dir: Path, names: Iterable[str]) -> None:
                 pass
 
 
-def _keep_aside(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+def _set_aside(path: Path, why: str) -> None:
     kept = path.with_name(f"{path.stem}.{time.strftime('%Y%m%dT%H%M%S')}.stale{path.suffix}")
     os.replace(path, kept)
-    log.warning("%s was written by a different training set-up (%s differ); kept it as %s and training "
-                "from scratch", path, ", ".join(changed), kept.name)
+    log.warning("%s %s; kept it as %s and training from scratch", path, why, kept.name)
 
 
-def load_checkpoint(path: Path, fingerprint: Mapping[str, Any], legacy: Legacy | None = None) -> dict[str, Any] | None:
-    """The state in ``path`` if the same set-up wrote it; None (file moved aside, never overwritten) otherwise.
+def _keep_aside(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    _set_aside(path, f"was written by a different training set-up ({', '.join(changed)} differ)")
+
+
+def _past(state: Mapping[str, Any], epochs: int | None) -> bool:
+    """Whether a checkpoint lies beyond the end of a run of ``epochs`` epochs (its weights are not that run's)."""
+    if epochs is None:
+        return False
+    done, step = int(state.get("epoch", 0)), int(state.get("step_in_epoch", 0))
+    return done > epochs or (done == epochs and step > 0)
+
+
+def load_checkpoint(path: Path, fingerprint: Mapping[str, Any], legacy: Legacy | None = None,
+                    epochs: int | None = None) -> dict[str, Any] | None:
+    """The state in ``path`` if the same set-up wrote it and it lies within a run of ``epochs`` epochs (None: any);
+    None (file moved aside, never overwritten) otherwise: a checkpoint past the end (the epoch count was lowered, or
+    an earlier epoch's weights are asked for) cannot give that run's weights, so training starts again.
 
     ``legacy``: how this objective reads a version-1 file (None: such a file is refused with an error).
     """
@@ -89,6 +103,9 @@ def load_checkpoint(path: Path, fingerprint: Mapping[str, Any], legacy: Legacy |
         if state.get("fingerprint") != old_fingerprint:
             _keep_aside(path, state.get("fingerprint") or {}, old_fingerprint)
             return None
+        if _past(state, epochs):
+            _set_aside(path, f"is past epoch {epochs}")
+            return None
         log.info("%s: a version-%d checkpoint, read as version %d", path, V1_VERSION, CHECKPOINT_VERSION)
         return {**upgrade(state), "fingerprint": dict(fingerprint)}
     if state["format"] != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
@@ -96,6 +113,9 @@ def load_checkpoint(path: Path, fingerprint: Mapping[str, Any], legacy: Legacy |
                             f"{CHECKPOINT_VERSION} (and {V1_VERSION} for GANs); delete it to train from scratch")
     if state.get("fingerprint") != fingerprint:
         _keep_aside(path, state.get("fingerprint") or {}, fingerprint)
+        return None
+    if _past(state, epochs):
+        _set_aside(path, f"is past epoch {epochs} (trained to epoch {state['epoch']}, step {state['step_in_epoch']})")
         return None
     return state
 

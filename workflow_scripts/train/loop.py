@@ -55,6 +55,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from workflow_scripts import __version__
+from workflow_scripts.code_version import modules_version
 from workflow_scripts.errors import ConfigError, PipelineError
 from workflow_scripts.io import atomic_path
 from workflow_scripts.models import architecture
@@ -250,6 +251,15 @@ def as_dataset(data: Any) -> Dataset:
     raise TypeError(f"cannot train on a {type(data).__name__}; pass tensors, arrays or a torch Dataset")
 
 
+def training_code_version(objective: Objective, ds: Dataset) -> str:
+    """The version of the code a training runs (:func:`workflow_scripts.code_version.modules_version`): this loop,
+    the objective's and its modules' classes, the dataset's class, and every module they import. In the checkpoint
+    fingerprint, so that a rule run again after a change to that code trains again instead of resuming the old
+    code's finished checkpoint (Snakemake reruns the job; the checkpoint is not one of its outputs)."""
+    classes = [type(objective), *(type(m) for m in objective.modules.values()), type(ds)]
+    return modules_version([__name__, *(c.__module__ for c in classes)])
+
+
 def _dataset_fingerprint(ds: Dataset) -> dict[str, Any]:
     """Size and cheap content checks of a TensorDataset (what version-1 checkpoints hold); see
     :func:`dataset_fingerprint` for other datasets."""
@@ -385,7 +395,8 @@ def train(objective: Objective, dataset: Any, cfg: TrainConfig, out_dir: str | P
         remove_stale_temporaries(out_dir, (CHECKPOINT_NAME, objective.export_file, LOSSES_CSV, LOSSES_PNG))
     fingerprint = {"format_version": CHECKPOINT_VERSION,
                    "config": {**cfg.fingerprint(), **objective.config_fingerprint(cfg)},
-                   **objective.fingerprint(), "dataset": dataset_fingerprint(ds)}
+                   **objective.fingerprint(), "dataset": dataset_fingerprint(ds),
+                   "code": training_code_version(objective, ds)}
     legacy = objective.legacy(cfg, _dataset_fingerprint(ds))
 
     # ---- global flags, restored in `finally`
@@ -412,8 +423,8 @@ def _run(objective: Objective, ds: Dataset, n: int, cfg: TrainConfig, out_dir: P
          resume: bool, callback: Callable[[StepInfo], Any] | None,
          ddp: distributed.DistContext = distributed.SINGLE) -> TrainResult:
     modules = objective.modules
-    state = (ddp.main_first(lambda: load_checkpoint(ckpt_path, fingerprint, legacy) if ckpt_path.exists() else None)
-             if resume else None)
+    state = (ddp.main_first(lambda: load_checkpoint(ckpt_path, fingerprint, legacy, cfg.epochs)
+                            if ckpt_path.exists() else None) if resume else None)
 
     # the order of what follows is that of the RNG draws (initialisation, then nothing until the first step)
     seed_everything(cfg.seed)
@@ -454,9 +465,6 @@ def _run(objective: Objective, ds: Dataset, n: int, cfg: TrainConfig, out_dir: P
         else:
             ddp.diverge_rng(cfg.seed, global_step)
         log.info("resuming %s from %s: epoch %d, step %d", objective.name, ckpt_path, start_epoch, start_step)
-        if start_epoch > cfg.epochs or (start_epoch == cfg.epochs and start_step > 0):
-            log.warning("%s is already past epoch %d (epochs was lowered); its weights are written as they are",
-                        ckpt_path, cfg.epochs)
         if history and ddp.is_main:
             _write_losses(out_dir, history, objective)  # drops rows of epochs trained after this checkpoint
     else:
@@ -628,6 +636,7 @@ __all__ = [
     "dataset_fingerprint",
     "epoch_batches",
     "train",
+    "training_code_version",
     "weight_average",
     "write_losses",
 ]

@@ -1,9 +1,10 @@
 """The Spatial-GAN of the deep-field study trained through the shared loop, with its self-ensemble.
 
 Training runs to each snapshot epoch in turn (the loop resumes from its checkpoint when the epoch count grows, so
-the result equals one uninterrupted run; a checkpoint already past a snapshot, a finished run's kept when the rule
-runs again, keeps the snapshot that run wrote, or trains again from the start when it is gone) and keeps the generator of the last ``ensemble.members`` snapshots, taken
-every ``ensemble.every`` epochs (paper: 21 generators, every 10th epoch over the last 200).
+the result equals one uninterrupted run; a checkpoint already past a snapshot, e.g. a finished run's when the rule
+runs again, is set aside by the loop and training starts again) and keeps the generator of the last
+``ensemble.members`` snapshots, taken every ``ensemble.every`` epochs (paper: 21 generators, every 10th epoch over
+the last 200).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 
 from workflow_scripts.models.sgan import SGANDiscriminator, SGANGenerator
 from workflow_scripts.studies.smith_geach19.data import CropDataset
-from workflow_scripts.train.inference import model_meta
 from workflow_scripts.train.loop import TrainConfig, TrainResult, train
 from workflow_scripts.train.objectives.ragan import RelativisticPackedGAN
 
@@ -63,27 +63,11 @@ def train_ensemble(model: Mapping[str, Any], ensemble: Mapping[str, Any], field:
     data = CropDataset(field, crop_size, model["crops_per_epoch"], seed)
     snaps: list[Path] = []
     result: TrainResult | None = None
-
-    def train_to(epoch: int) -> TrainResult:
-        res = train(build_objective(model, field), data, train_config(model, epoch, seed, device), out_dir,
-                    progress=progress)
-        res.raise_if_preempted()
-        return res
-
     for epoch in snapshot_epochs(model["epochs"], ensemble["every"], ensemble["members"]):
-        result = train_to(epoch)
+        result = train(build_objective(model, field), data, train_config(model, epoch, seed, device), out_dir,
+                       progress=progress)
+        result.raise_if_preempted()
         snap = out_dir / f"generator_epoch{epoch:04d}.pt"
-        if model_meta(result.model_path).get("epochs") != epoch:
-            # the checkpoint was already past this snapshot (a finished run's, kept when the rule runs again):
-            # its weights are not this epoch's
-            if snap.exists() and model_meta(snap).get("epochs") == epoch:
-                log.info("snapshot after epoch %d: %s, kept from when this training passed it", epoch, snap.name)
-                snaps.append(snap)
-                continue
-            log.warning("%s is past epoch %d and no snapshot of that epoch is kept: training again from the start",
-                        result.checkpoint_path, epoch)
-            result.checkpoint_path.unlink()
-            result = train_to(epoch)
         shutil.copyfile(result.model_path, snap)
         snaps.append(snap)
         log.info("snapshot after epoch %d: %s (%s)", epoch, snap.name, result.throughput())
