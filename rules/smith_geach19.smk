@@ -239,6 +239,13 @@ SG19_FIGURES = {
                                            mock=rules.smith_geach19_mock.output.catalog,
                                            metrics=rules.smith_geach19_metrics.output.metrics,
                                            meta=rules.smith_geach19_prepare.output.meta)),
+    "smith_geach19_fig5": dict(name="fig5_counts_colours_sizes", title="Counts, colours and sizes (ours)",
+                               inputs=dict(real=rules.smith_geach19_catalog_real.output.catalog,
+                                           generated=rules.smith_geach19_catalog.output.generated,
+                                           mock=rules.smith_geach19_mock.output.catalog,
+                                           areas=rules.smith_geach19_catalog.output.areas,
+                                           mock_summary=rules.smith_geach19_mock.output.summary,
+                                           meta=rules.smith_geach19_prepare.output.meta)),
 }
 
 
@@ -258,7 +265,7 @@ for _rule, _fig in SG19_FIGURES.items():
                        category=SG19_REPORT, subcategory=_fig["title"]),
             **_fig.get("outputs", {}),
         params:
-            study=config_slice("smith_geach19", "bands", "field_size"),
+            study=config_slice("smith_geach19", "bands", "field_size", "validation"),
             seed=config["seed"],
             code=code_version("steps/smith_geach19/figure.py"),
             lineage=SG19_LINEAGE,

@@ -321,7 +321,8 @@ def test_ci_deep_field_study_end_to_end(ci_run: Path):
         assert hdul[0].data.shape == (study["field_size"],) * 2 and "mock" in hdul[0].header.comments["GENERATD"]
     key = (base / "fig3_key.txt").read_text().splitlines()[1:]  # row column kind, one per thumbnail
     assert key and {line.split()[2] for line in key} <= {"real", "generated"}
-    for name in ("fig1_training_evolution", "fig2_generated_vs_real", "fig3_thumbnails", "fig4_magnitudes"):
+    for name in ("fig1_training_evolution", "fig2_generated_vs_real", "fig3_thumbnails", "fig4_magnitudes",
+                 "fig5_counts_colours_sizes"):
         for ext in ("png", "pdf"):
             assert (ci_run / f"results/figures/smith_geach19/{name}.{ext}").stat().st_size > 5_000
 

@@ -1,4 +1,4 @@
-"""Rules `smith_geach19_fig{1,2,3,4}`: one figure each (dispatch on the rule)."""
+"""Rules `smith_geach19_fig{1,2,3,4,5}`: one figure each (dispatch on the rule)."""
 
 import json
 import os
@@ -83,6 +83,13 @@ def main(snakemake: Any, log: Any) -> None:
                     "generated": pd.read_parquet(snakemake.input.generated),
                     "catalogue mock": pd.read_parquet(snakemake.input.mock)}
         figs.fig4_magnitudes(catalogs, metrics["comparison"], metrics["mock"], study["bands"], *out)
+    elif which == "fig5":
+        areas = json.loads(open(snakemake.input.areas).read())
+        areas["catalogue mock"] = json.loads(open(snakemake.input.mock_summary).read())["area_arcmin2"]
+        catalogs = {"real": pd.read_parquet(snakemake.input.real),
+                    "generated": pd.read_parquet(snakemake.input.generated),
+                    "catalogue mock": pd.read_parquet(snakemake.input.mock)}
+        figs.fig5_counts_colours_sizes(catalogs, areas, study["bands"], study["validation"]["mag_limit"], *out)
     log.info("%s written", snakemake.output.png)
 
 

@@ -1,6 +1,6 @@
 """Figures of the deep-field study: training evolution at fixed noise (Fig 1), generated vs real colour images with
-the catalogue mock beside them (Fig 2), real and generated thumbnails shuffled with a key (Fig 3) and magnitude
-histograms per band with KS p-values (Fig 4)."""
+the catalogue mock beside them (Fig 2), real and generated thumbnails shuffled with a key (Fig 3), magnitude
+histograms per band with KS p-values (Fig 4) and, ours, number counts, colours and sizes (Fig 5)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,44 @@ def fig4_magnitudes(catalogs: Mapping[str, pd.DataFrame], comparison: Mapping, m
     save_figure(fig, out_png, out_pdf)
 
 
+def fig5_counts_colours_sizes(catalogs: Mapping[str, pd.DataFrame], areas_arcmin2: Mapping[str, float],
+                              bands: Sequence[str], mag_limit: float, out_png: str | Path,
+                              out_pdf: str | Path | None) -> None:
+    """Ours, the rest of the paper's validation as pictures: number counts per arcmin^2 per 0.5 mag in the reddest
+    band (Poisson errors), the bluest - reddest colour and the half-light radius of the sources brighter than
+    ``mag_limit``, for each catalogue (real, generated, catalogue mock); medians in the legends."""
+    blue, red = bands[0], bands[-1]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    bins = np.arange(18.0, mag_limit + 0.25, 0.5)
+    for name, cat in catalogs.items():
+        m = cat[f"mag_{red}"].to_numpy(float)
+        sel = np.isfinite(m) & (m < mag_limit)
+        n, _ = np.histogram(m[sel], bins=bins)
+        area = float(areas_arcmin2[name])
+        mid = 0.5 * (bins[1:] + bins[:-1])
+        ok = n > 0
+        axes[0].errorbar(mid[ok], n[ok] / area, yerr=np.sqrt(n[ok]) / area, color=COLOURS[name], marker="o", ms=3,
+                         lw=1, capsize=2, label=f"{name} ({sel.sum() / area:.0f} per arcmin²)")
+        colour = (cat[f"mag_{blue}"] - cat[f"mag_{red}"]).to_numpy(float)[sel]
+        colour = colour[np.isfinite(colour)]
+        axes[1].hist(colour, bins=np.arange(-1.5, 2.51, 0.1), histtype="step", density=True, color=COLOURS[name],
+                     label=f"{name}: median {np.median(colour):.2f}" if colour.size else name)
+        size = cat["r_half_arcsec"].to_numpy(float)[sel]
+        size = size[np.isfinite(size) & (size > 0)]
+        axes[2].hist(size, bins=np.geomspace(0.03, 2.0, 30), histtype="step", density=True, color=COLOURS[name],
+                     label=f"{name}: median {np.median(size):.3f}″" if size.size else name)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel(f"{red} [AB mag]")
+    axes[0].set_ylabel("sources per arcmin² per 0.5 mag")
+    axes[1].set_xlabel(f"{blue} − {red} [mag], {red} < {mag_limit:g}")
+    axes[2].set_xscale("log")
+    axes[2].set_xlabel(f"half-light radius [arcsec], {red} < {mag_limit:g}")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out_png, out_pdf)
+
+
 def fig3_thumbnails(real: Sequence[np.ndarray], generated: Sequence[np.ndarray], seed: int, out_png: str | Path,
                     out_pdf: str | Path | None, out_key: str | Path, title: str) -> None:
     """Fig 3: real and generated thumbnails (3, s, s) shuffled on one grid; which is which goes to ``out_key``
@@ -116,4 +154,4 @@ def fig3_thumbnails(real: Sequence[np.ndarray], generated: Sequence[np.ndarray],
         tmp.write_text("\n".join(key) + "\n")
 
 
-__all__ = ["fig1_evolution", "fig2_fields", "fig3_thumbnails", "fig4_magnitudes", "rgb"]
+__all__ = ["fig1_evolution", "fig2_fields", "fig3_thumbnails", "fig4_magnitudes", "fig5_counts_colours_sizes", "rgb"]
