@@ -352,3 +352,21 @@ def test_self_ensemble_is_the_same_when_the_rule_runs_again_over_a_finished_chec
         assert [model_meta(p)["epochs"] for p in again] == [1, 2, 3]
         for a, b in zip(first, weights(again)):
             assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_extraction_takes_seps_float32_right_angle(monkeypatch):
+    """sep gives theta in float32; float32(pi/2) > pi/2 in float64, which sep's apertures refuse: a generated field
+    with a one-pixel-wide streak along y stopped the catalogue step with "invalid aperture parameters"."""
+    rng = np.random.default_rng(2)
+    images, _, _ = _galaxy_field(rng, rng.uniform(23.0, 24.0, 5), n=200)
+    original = validation.sep.extract
+
+    def streak(*args, **kwargs):
+        objs = original(*args, **kwargs)
+        objs["theta"][0] = np.float32(np.pi / 2)
+        return objs
+
+    monkeypatch.setattr(validation.sep, "extract", streak)
+    assert np.float64(np.float32(np.pi / 2)) > np.pi / 2
+    cat = validation.extract(images, ZP, 0.06, thresh_sigma=5.0, minarea=5)
+    assert len(cat) == 5 and np.isfinite(cat["mag_F814W"]).all() and cat["theta"].abs().max() <= np.pi / 2

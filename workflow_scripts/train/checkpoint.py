@@ -103,11 +103,12 @@ def load_checkpoint(path: Path, fingerprint: Mapping[str, Any], legacy: Legacy |
         if state.get("fingerprint") != old_fingerprint:
             _keep_aside(path, state.get("fingerprint") or {}, old_fingerprint)
             return None
-        if _past(state, epochs):
+        upgraded = {**upgrade(state), "fingerprint": dict(fingerprint)}
+        if _past(upgraded, epochs):
             _set_aside(path, f"is past epoch {epochs}")
             return None
         log.info("%s: a version-%d checkpoint, read as version %d", path, V1_VERSION, CHECKPOINT_VERSION)
-        return {**upgrade(state), "fingerprint": dict(fingerprint)}
+        return upgraded
     if state["format"] != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
         raise PipelineError(f"{path}: checkpoint format version {state.get('version')!r}, this pipeline reads "
                             f"{CHECKPOINT_VERSION} (and {V1_VERSION} for GANs); delete it to train from scratch")

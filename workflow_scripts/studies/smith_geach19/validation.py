@@ -70,6 +70,9 @@ def extract(images: Mapping[str, np.ndarray], zeropoints: Mapping[str, float], p
         return pd.DataFrame(columns=["x", "y", "a", "b", "theta", "kron_radius", "r_half_arcsec",
                                      *[f"{k}_{b}" for b in bands for k in ("flux", "mag")]], dtype=float)
     x, y, a, b_, th = (objs[k].astype(np.float64) for k in ("x", "y", "a", "b", "theta"))
+    # sep returns theta in float32, and float32(pi/2) exceeds pi/2 in float64, which its apertures refuse ("invalid
+    # aperture parameters"): a one-pixel-wide line along y (a generator's streak, a detector row) stopped the run
+    th = np.clip(th, -np.pi / 2, np.pi / 2)
     kr, _ = sep.kron_radius(det, x, y, a, b_, th, 6.0)
     kr = np.where(np.isfinite(kr) & (kr > 0), kr, MIN_KRON_RADIUS)
     r = np.maximum(KRON_FACTOR * kr, MIN_KRON_RADIUS)
