@@ -103,12 +103,11 @@ def draw_field(generator_path: str | Path, study: dict, seed: int, realisation: 
 def evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
     import torch
-    from astropy.io import fits
 
-    from workflow_scripts.studies.smith_geach19.data import Normalisation
+    from workflow_scripts.studies.smith_geach19.data import read_real_field
     from workflow_scripts.studies.smith_geach19.figures import fig2_fields
     from workflow_scripts.studies.smith_geach19.metrics import GOALS
-    from workflow_scripts.studies.smith_geach19.validation import compare, extract
+    from workflow_scripts.studies.smith_geach19.validation import compare, extract, extraction_settings
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -118,7 +117,7 @@ def evaluate(args: argparse.Namespace) -> None:
     meta = json.loads((res / "training_field.json").read_text())
     ens = json.loads((Path(args.snapshots) / "ensemble.json").read_text())
     bands, n, val = study["bands"], study["field_size"], study["validation"]
-    kw = dict(thresh_sigma=val["thresh_sigma"], minarea=val["minarea"], background_box=val["background_box"])
+    kw = extraction_settings(val)
     cats, field = [], None
     for r in range(study["realisations"]):
         name = ens["snapshots"][r % len(ens["snapshots"])]
@@ -142,8 +141,7 @@ def evaluate(args: argparse.Namespace) -> None:
               f"(goal |x| <= {GOALS['median_offset_max']}); {c['n_generated']} generated / {c['n_real']} real "
               f"sources, medians {c['median_generated']:.2f} / {c['median_real']:.2f}")
     print(f"  counts ratio {comparison['counts_ratio']:.4g} (goal within {GOALS['counts_ratio_tolerance']:.0%} of 1)")
-    norm = Normalisation.from_dict(meta["normalisation"])
-    real = norm.inverse(np.asarray(fits.getdata(res / "training_field.fits"), np.float32))
+    real = read_real_field(res / "training_field.fits", meta)
     side = min(n, real.shape[-1])
     fig2_fields(real[:, :side, :side], field[:, :side, :side], meta["pixel_scale"], args.png, None)
     print(f"figure: {args.png}")

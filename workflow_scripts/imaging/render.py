@@ -24,24 +24,25 @@ class RenderError(StudyError):
     """A profile cannot be drawn with what was given (a malformed PSF, a stamp that GalSim refuses)."""
 
 
-def normalised_psf(psf: np.ndarray, what: str = "PSF") -> np.ndarray:
+def normalised_psf(psf: np.ndarray, what: str = "") -> np.ndarray:
     """``psf`` checked (2-D, odd sides so that it is centred on its central pixel, finite, positive sum) and
-    normalised to sum 1; float64. ``what`` names it in errors."""
+    normalised to sum 1; float64. ``what`` (e.g. a file) starts the error messages."""
+    where = f"{what}: " if what else ""
     p = np.asarray(native(psf), dtype=np.float64)
     if p.ndim != 2:
-        raise RenderError(f"{what}: the PSF must be a 2-D image, got shape {p.shape}")
+        raise RenderError(f"{where}the PSF must be a 2-D image, got shape {p.shape}")
     if p.shape[0] % 2 == 0 or p.shape[1] % 2 == 0:
-        raise RenderError(f"{what}: the PSF image must have odd sides (centred on its central pixel), "
+        raise RenderError(f"{where}the PSF image must have odd sides (centred on its central pixel), "
                           f"got {p.shape[0]} x {p.shape[1]}")
     total = float(np.sum(p))
     if not np.all(np.isfinite(p)) or total <= 0:
-        raise RenderError(f"{what}: the PSF image has non-finite pixels or a non-positive sum ({total})")
+        raise RenderError(f"{where}the PSF image has non-finite pixels or a non-positive sum ({total})")
     if abs(total - 1.0) > 1e-3:
-        log.info("%s: PSF sums to %.6g; normalised to 1", what, total)
+        log.info("%sPSF sums to %.6g; normalised to 1", where, total)
     return p / total
 
 
-def psf_profile(psf: np.ndarray, pixel_scale: float, what: str = "PSF") -> galsim.InterpolatedImage:
+def psf_profile(psf: np.ndarray, pixel_scale: float, what: str = "") -> galsim.InterpolatedImage:
     """The native-grid effective PSF as a GalSim profile of flux 1 (convolve with it, then draw ``no_pixel``)."""
     return galsim.InterpolatedImage(galsim.Image(normalised_psf(psf, what), scale=float(pixel_scale)),
                                     normalization="flux")

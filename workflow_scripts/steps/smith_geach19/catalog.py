@@ -15,8 +15,8 @@ from astropy.io import fits
 
 from workflow_scripts.io import atomic_path
 from workflow_scripts.steps._common import run
-from workflow_scripts.studies.smith_geach19.data import Normalisation
-from workflow_scripts.studies.smith_geach19.validation import extract
+from workflow_scripts.studies.smith_geach19.data import read_real_field
+from workflow_scripts.studies.smith_geach19.validation import extract, extraction_settings
 
 
 def _write(cat: pd.DataFrame, path: str) -> None:
@@ -29,12 +29,9 @@ def main(snakemake: Any, log: Any) -> None:
     bands = study["bands"]
     meta = json.loads(open(snakemake.input.meta).read())
     zps, scale = meta["PHOTZP"], meta["pixel_scale"]
-    val = study["validation"]
-    kw = dict(thresh_sigma=val["thresh_sigma"], minarea=val["minarea"], background_box=val["background_box"])
+    kw = extraction_settings(study["validation"])
     if snakemake.rule.endswith("_real"):
-        # the real field as the generator was taught it: clipped at the normalisation's bounds, in the survey's units
-        norm = Normalisation.from_dict(meta["normalisation"])
-        real = norm.inverse(np.asarray(fits.getdata(snakemake.input.field), np.float32))
+        real = read_real_field(snakemake.input.field, meta)
         cat = extract(dict(zip(bands, real)), zps, scale, what=f"real field {snakemake.input.field}", **kw)
         log.info("real: %d sources over %.2f arcmin^2", len(cat), real.shape[1] * real.shape[2] * (scale / 60) ** 2)
         _write(cat.assign(realisation=-1), snakemake.output.catalog)

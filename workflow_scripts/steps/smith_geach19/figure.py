@@ -45,6 +45,12 @@ def _scaled(paths: list[str], meta: dict) -> np.ndarray:
     return (cube - lo[:, None, None]) / (hi - lo)[:, None, None]
 
 
+def _catalogs(inp: Any) -> dict[str, pd.DataFrame]:
+    """The real, generated and catalogue-mock catalogues of a figure rule's inputs, by the figures' names."""
+    return {"real": pd.read_parquet(inp.real), "generated": pd.read_parquet(inp.generated),
+            "catalogue mock": pd.read_parquet(inp.mock)}
+
+
 def main(snakemake: Any, log: Any) -> None:
     study = snakemake.params.study
     which = snakemake.rule.removeprefix("smith_geach19_")
@@ -79,17 +85,13 @@ def main(snakemake: Any, log: Any) -> None:
                              f"{FIG3_MAGS[0]:g} < {band} < {FIG3_MAGS[1]:g}, shuffled (key: {snakemake.output.key})")
     elif which == "fig4":
         metrics = json.loads(open(snakemake.input.metrics).read())
-        catalogs = {"real": pd.read_parquet(snakemake.input.real),
-                    "generated": pd.read_parquet(snakemake.input.generated),
-                    "catalogue mock": pd.read_parquet(snakemake.input.mock)}
-        figs.fig4_magnitudes(catalogs, metrics["comparison"], metrics["mock"], study["bands"], *out)
+        figs.fig4_magnitudes(_catalogs(snakemake.input), metrics["comparison"], metrics["mock"], study["bands"],
+                             *out)
     elif which == "fig5":
         areas = json.loads(open(snakemake.input.areas).read())
         areas["catalogue mock"] = json.loads(open(snakemake.input.mock_summary).read())["area_arcmin2"]
-        catalogs = {"real": pd.read_parquet(snakemake.input.real),
-                    "generated": pd.read_parquet(snakemake.input.generated),
-                    "catalogue mock": pd.read_parquet(snakemake.input.mock)}
-        figs.fig5_counts_colours_sizes(catalogs, areas, study["bands"], study["validation"]["mag_limit"], *out)
+        figs.fig5_counts_colours_sizes(_catalogs(snakemake.input), areas, study["bands"],
+                                       study["validation"]["mag_limit"], *out)
     log.info("%s written", snakemake.output.png)
 
 

@@ -19,10 +19,10 @@ from workflow_scripts.detection.sources import measure_background
 from workflow_scripts.imaging.render import psf_half_light_radius
 from workflow_scripts.io import atomic_path
 from workflow_scripts.steps._common import run, step_provenance
-from workflow_scripts.studies.smith_geach19.data import Normalisation
+from workflow_scripts.studies.smith_geach19.data import read_real_field
 from workflow_scripts.studies.smith_geach19.mock import MOCK_SEED_OFFSET, mock_sources, render_mock
 from workflow_scripts.studies.smith_geach19.tessellate import field_header, field_wcs
-from workflow_scripts.studies.smith_geach19.validation import extract
+from workflow_scripts.studies.smith_geach19.validation import extract, extraction_settings
 
 MADE_BY = "catalogue mock: the real field's sources as exponential disks"
 
@@ -32,8 +32,7 @@ def main(snakemake: Any, log: Any) -> None:
     bands, n = study["bands"], study["field_size"]
     meta = json.loads(open(snakemake.input.meta).read())
     zps, scale = meta["PHOTZP"], meta["pixel_scale"]
-    real = Normalisation.from_dict(meta["normalisation"]).inverse(
-        np.asarray(fits.getdata(snakemake.input.field), np.float32))
+    real = read_real_field(snakemake.input.field, meta)
     val = study["validation"]
     sky = {b: float(np.median(measure_background(real[i], None, box=val["background_box"]).rms))
            for i, b in enumerate(bands)}
@@ -54,8 +53,7 @@ def main(snakemake: Any, log: Any) -> None:
         for i, b in enumerate(bands):
             with atomic_path(images[r * len(bands) + i]) as tmp:
                 fits.PrimaryHDU(imgs[b], header=field_header(wcs, b, meta, prov, MADE_BY)).writeto(tmp)
-        c = extract(imgs, zps, scale, what=f"mock realisation {r}", thresh_sigma=val["thresh_sigma"],
-                    minarea=val["minarea"], background_box=val["background_box"])
+        c = extract(imgs, zps, scale, what=f"mock realisation {r}", **extraction_settings(val))
         log.info("mock realisation %d: %d sources placed, %d extracted", r, len(table), len(c))
         found.append(c.assign(realisation=r))
         placed.append(len(table))

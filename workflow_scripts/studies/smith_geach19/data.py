@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from astropy.io import fits
 from scipy import ndimage
 from torch.utils.data import Dataset
 
@@ -51,6 +53,12 @@ class Normalisation:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Normalisation:
         return cls(tuple(d["bands"]), tuple(float(v) for v in d["lo"]), tuple(float(v) for v in d["hi"]))
+
+
+def read_real_field(path: str | Path, meta: Mapping[str, Any]) -> np.ndarray:
+    """The training field written by the prepare rule, back in the survey's units: the real field as the generator
+    was taught it (clipped at the normalisation's bounds); ``meta`` is the field's JSON (its ``normalisation``)."""
+    return Normalisation.from_dict(meta["normalisation"]).inverse(np.asarray(fits.getdata(path), np.float32))
 
 
 def preprocess(images: Sequence[np.ndarray], bands: Sequence[str], *, rotate_deg: float = 0.0,
@@ -104,4 +112,4 @@ class CropDataset(Dataset):
                 "field_shape": list(self.field.shape), "field_sum": float(self.field.double().sum())}
 
 
-__all__ = ["CropDataset", "Normalisation", "preprocess"]
+__all__ = ["CropDataset", "Normalisation", "preprocess", "read_real_field"]

@@ -30,6 +30,12 @@ MIN_KRON_RADIUS = 3.5
 BOOTSTRAP = 300
 
 
+def extraction_settings(validation: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`extract` from the study's ``validation`` config block."""
+    return {"thresh_sigma": validation["thresh_sigma"], "minarea": validation["minarea"],
+            "background_box": validation["background_box"]}
+
+
 def extract(images: Mapping[str, np.ndarray], zeropoints: Mapping[str, float], pixel_scale: float, *,
             thresh_sigma: float, minarea: int, background_box: int = 64, what: str = "field",
             generated: bool = False) -> pd.DataFrame:
@@ -137,4 +143,4 @@ def split_halves(catalog: pd.DataFrame, width: int) -> tuple[pd.DataFrame, pd.Da
     return catalog.loc[left], catalog.loc[~left]
 
 
-__all__ = ["BOOTSTRAP", "compare", "extract", "split_halves"]
+__all__ = ["BOOTSTRAP", "compare", "extract", "extraction_settings", "split_halves"]

@@ -75,9 +75,9 @@ def _where(source: str) -> str:
 # ------------------------------------------------------------------------------------------------- PSF
 def _normalised_psf(psf: np.ndarray, source: str) -> np.ndarray:
     try:
-        return normalised_psf(psf, source or "PSF")
+        return normalised_psf(psf, source)
     except RenderError as exc:
-        raise ArchetypeError(str(exc) if source else str(exc).removeprefix("PSF: ")) from None
+        raise ArchetypeError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------------- fit
