@@ -68,8 +68,7 @@ WORKER = textwrap.dedent("""
                        "world_size": ctx.world_size, "start": [res.start_epoch, res.start_step],
                        "global_step": res.global_step, "resumed": res.resumed, "digests": digests,
                        "history": res.history}, fh)
-    distributed.shutdown()
-    sys.exit(75 if res.preempted else 0)
+    distributed.exit_worker(75 if res.preempted else 0)
 """)
 
 #: the launcher, as a rule adapter uses it: torchrun with N workers, signals forwarded
@@ -191,6 +190,38 @@ def test_sigterm_stops_every_rank_and_a_new_run_resumes_exactly(scripts, two_pro
     for key in ("loss_d", "loss_g", "loss_l1"):  # epoch means of all-reduced sums: equal to rounding
         np.testing.assert_allclose(curve(resumed["history"], key), curve(reference["history"], key), rtol=1e-12,
                                    err_msg=key)
+
+
+#: a worker that only joins the group, logs, registers an exit handler and leaves through exit_worker
+EXITING_WORKER = textwrap.dedent("""
+    import atexit, logging, sys
+    from pathlib import Path
+    from workflow_scripts.train import distributed
+    marker = Path(sys.argv[1])
+    ctx = distributed.init_from_env("cpu")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    atexit.register(lambda: (marker.parent / f"atexit_rank{ctx.rank}").write_text("finalised"))
+    logging.getLogger("w").info("rank %d of %d leaving", ctx.rank, ctx.world_size)
+    distributed.exit_worker(0)
+""")
+
+
+def test_a_worker_leaves_flushed_and_without_finalisation(scripts, tmp_path):
+    """exit_worker: a torchrun worker's last log lines reach the job's output, and interpreter finalisation (where
+    torch's gloo teardown aborted finished workers) does not run; a single process exits normally."""
+    (scripts / "exiting_worker.py").write_text(EXITING_WORKER)
+    child_env = {**env(), "PYTHONPATH": f"{REPO}{os.pathsep}{scripts}"}
+    marker = tmp_path / "marker"
+    proc = subprocess.run([sys.executable, str(scripts / "ddp_launcher.py"), "2", "exiting_worker", str(marker)],
+                          env=child_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0 of 2 leaving" in proc.stderr and "rank 1 of 2 leaving" in proc.stderr
+    assert not list(tmp_path.glob("atexit_rank*")), "a worker ran interpreter finalisation"
+    single = subprocess.run([sys.executable, str(scripts / "exiting_worker.py"), str(marker)], env=child_env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert "rank 0 of 1 leaving" in single.stderr
+    assert (tmp_path / "atexit_rank0").read_text() == "finalised"
 
 
 def test_processes_per_job():

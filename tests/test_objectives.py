@@ -118,8 +118,7 @@ SCRIPT = textwrap.dedent("""
             "completed": res.completed, "preempted": res.preempted, "signal": res.signal, "resumed": res.resumed,
             "start": [res.start_epoch, res.start_step], "global_step": res.global_step, "history": res.history,
             "model": str(res.model_path), "digests": digests, "world_size": ctx.world_size}))
-    distributed.shutdown()
-    sys.exit(75 if res.preempted else 0)
+    distributed.exit_worker(75 if res.preempted else 0)
 """)
 
 LAUNCHER = textwrap.dedent("""

@@ -6,7 +6,7 @@ A training step adapter provides two things: a JSON-able *spec* of its job (inpu
 and a function ``train_fn(spec, log, is_main) -> TrainResult`` that reads the data and calls the loop. Then::
 
     sys.exit(run_job(train_fn, spec, nproc, WORKER_MODULE, log))       # in the rule script
-    sys.exit(worker_main(train_fn))                                     # when run as WORKER_MODULE (python -m)
+    distributed.exit_worker(worker_main(train_fn))                      # when run as WORKER_MODULE (python -m)
 
 With ``nproc > 1``, :func:`run_job` writes the spec to a temporary JSON file, starts ``torchrun`` running
 ``python -m WORKER_MODULE --spec spec.json`` (SIGTERM/SIGUSR1 forwarded, see :func:`distributed.launch`) and waits;

@@ -66,4 +66,4 @@ def main(snakemake: Any, log: logging.Logger) -> None:
 if "snakemake" in globals():
     run(main, snakemake)  # noqa: F821
 elif __name__ == "__main__":
-    sys.exit(launch.worker_main(train_model, logger="genastro.zanisi21_train"))
+    distributed.exit_worker(launch.worker_main(train_model, logger="genastro.zanisi21_train"))
