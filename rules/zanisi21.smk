@@ -36,6 +36,22 @@ else:
     }
 ZA21_STUDY_KEYS = ("band", "sample", "stamp_size", "zoom", "validation_fraction", "background", "comparison",
                    "archetypes")
+# ours, beyond the paper: the anomaly study's labelled objects (mergers, EROs) scored by LLR beside the cGAN
+ZA21_ANOM = ZA21.get("anomalies")
+ZA21_ANOM_DIR = f"{ZA21_DIR}/anomalies"
+ZA21_ANOM_SETS = ["real_test", "anomalies"]  # the scored sets the metrics compare
+ZA21_CHAINS = {
+    "": dict(dir=ZA21_DIR, survey=ZA21_SURVEY, fields=ZA21_FIELDS, band=ZA21_BAND, lineage=ZA21_LINEAGE,
+             fit_sets=["real_train", "real_test", "other"], models=ZA21_MODELS, scored=ZA21_SCORED),
+}
+if ZA21_ANOM:
+    ZA21_ANOM_SURVEY = SURVEYS[ZA21_ANOM["survey"]]
+    ZA21_CHAINS["anomaly_"] = dict(
+        dir=ZA21_ANOM_DIR, survey=ZA21_ANOM_SURVEY, fields=list(ZA21_ANOM.get("fields") or ZA21_ANOM_SURVEY.fields),
+        band=ZA21_ANOM["band"], lineage=lineage(ZA21_ANOM_SURVEY.name), fit_sets=["real_train", "real_test"],
+        models=["real", "archetype", "perturbed"], scored=ZA21_ANOM_SETS)
+# the metrics descend from every survey the study reads
+ZA21_ALL_LINEAGE = lineage(*sorted({c["survey"].name for c in ZA21_CHAINS.values()} | {ZA21_OTHER.name}))
 
 
 if ZA21_TWIN:
@@ -90,6 +106,7 @@ rule zanisi21_stamps:
         study=config_slice("zanisi21", *ZA21_STUDY_KEYS, "model"),
         fields=ZA21_FIELDS,
         other_fields=ZA21_OTHER_FIELDS,
+        kind="comparison",
         twin=ZA21_TWIN and ZA21_SURVEY.source == "embedded",  # paired twin: split it like the real stamps
         seed=config["seed"],
         code=code_version("steps/zanisi21/stamps.py"),
@@ -109,133 +126,186 @@ rule zanisi21_stamps:
         "../workflow_scripts/steps/zanisi21/stamps.py"
 
 
-rule zanisi21_fit:
-    """statmorph: PSF-convolved single-Sersic fit plus Gini, M20, CAS of every stamp of one set."""
-    input:
-        stamps=f"{ZA21_DIR}/stamps_{{set}}.fits",
-        psf=psf_file(ZA21_SURVEY.name, ZA21_FIELDS[0], ZA21_BAND),
-    output:
-        table=f"{ZA21_DIR}/morphology_{{set}}.parquet",
-    wildcard_constraints:
-        set="real_train|real_test|other",
-    params:
-        code=code_version("steps/zanisi21/fit.py"),
-        lineage=ZA21_LINEAGE,
-    log:
-        f"{LOGS}/zanisi21/fit_{{set}}.log",
-    benchmark:
-        f"{BENCH}/zanisi21/fit_{{set}}.tsv"
-    priority: PRIORITY["start"]
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
-    conda:
-        "../envs/data.yaml"
-    script:
-        "../workflow_scripts/steps/zanisi21/fit.py"
+if ZA21_ANOM:
+    _anom = ZA21_CHAINS["anomaly_"]
+
+    rule zanisi21_anomaly_stamps:
+        """Labelled stamps of the anomaly study's survey: normal galaxies for training (south) and held out (north),
+        every merger and ERO beside them; blank sky; the scaling fitted on the normal training stamps."""
+        input:
+            images=[band_file(_anom["survey"].name, f, _anom["band"]) for f in _anom["fields"]],
+            rms=[rms_file(_anom["survey"].name, f, _anom["band"]) for f in _anom["fields"]],
+            catalogs=[catalog_file(_anom["survey"].name, f) for f in _anom["fields"]],
+        output:
+            real_train=f"{ZA21_ANOM_DIR}/stamps_real_train.fits",
+            real_test=f"{ZA21_ANOM_DIR}/stamps_real_test.fits",
+            anomalies=f"{ZA21_ANOM_DIR}/stamps_anomalies.fits",
+            sky=f"{ZA21_ANOM_DIR}/sky.fits",
+            scaling=f"{ZA21_ANOM_DIR}/scaling.json",
+            summary=f"{ZA21_ANOM_DIR}/stamps.json",
+        params:
+            # the study's stamp settings, with this survey's band and magnitude range
+            study={**config_slice("zanisi21", "stamp_size", "zoom", "validation_fraction", "background",
+                                  "archetypes", "model"),
+                   "band": _anom["band"], "sample": ZA21_ANOM["sample"]},
+            fields=_anom["fields"],
+            kind="anomalies",
+            seed=config["seed"],
+            code=code_version("steps/zanisi21/stamps.py"),
+            lineage=_anom["lineage"],
+        log:
+            f"{LOGS}/zanisi21/anomaly_stamps.log",
+        benchmark:
+            f"{BENCH}/zanisi21/anomaly_stamps.tsv"
+        priority: PRIORITY["start"]
+        threads: 1
+        resources:
+            mem_mb=band_mem_mb(_anom["survey"], copies=8),
+            runtime=30,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/steps/zanisi21/stamps.py"
 
 
-rule zanisi21_archetypes:
-    """Smooth Sersic archetypes of the training and held-out galaxies, PSF-convolved, in real blank sky."""
-    input:
-        train=f"{ZA21_DIR}/morphology_real_train.parquet",
-        test=f"{ZA21_DIR}/morphology_real_test.parquet",
-        stamps_train=rules.zanisi21_stamps.output.real_train,
-        stamps_test=rules.zanisi21_stamps.output.real_test,
-        sky=rules.zanisi21_stamps.output.sky,
-        psf=psf_file(ZA21_SURVEY.name, ZA21_FIELDS[0], ZA21_BAND),
-    output:
-        archetype_train=f"{ZA21_DIR}/stamps_archetype_train.fits",
-        archetype_test=f"{ZA21_DIR}/stamps_archetype_test.fits",
-        summary=f"{ZA21_DIR}/archetypes.json",
-    params:
-        study=config_slice("zanisi21", "archetypes"),
-        code=code_version("steps/zanisi21/archetypes.py"),
-        lineage=ZA21_LINEAGE,
-    log:
-        f"{LOGS}/zanisi21/archetypes.log",
-    benchmark:
-        f"{BENCH}/zanisi21/archetypes.tsv"
-    priority: PRIORITY["start"]
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../envs/data.yaml"
-    script:
-        "../workflow_scripts/steps/zanisi21/archetypes.py"
+# One chain of fits -> archetypes -> PixelCNNs -> scores per source of stamps, rule names prefixed: "" the study's
+# own galaxies (zanisi21_fit, ...), "anomaly_" the anomaly study's labelled objects (zanisi21_anomaly_fit, ...).
+for _prefix, _chain in ZA21_CHAINS.items():
+    _dir = _chain["dir"]
+    _psf = psf_file(_chain["survey"].name, _chain["fields"][0], _chain["band"])
 
+    rule:
+        """statmorph: PSF-convolved single-Sersic fit plus Gini, M20, CAS of every stamp of one set."""
+        name:
+            f"zanisi21_{_prefix}fit"
+        input:
+            stamps=f"{_dir}/stamps_{{set}}.fits",
+            psf=_psf,
+        output:
+            table=f"{_dir}/morphology_{{set}}.parquet",
+        wildcard_constraints:
+            set="|".join(_chain["fit_sets"]),
+        params:
+            code=code_version("steps/zanisi21/fit.py"),
+            lineage=_chain["lineage"],
+        log:
+            f"{LOGS}/zanisi21/{_prefix}fit_{{set}}.log",
+        benchmark:
+            f"{BENCH}/zanisi21/{_prefix}fit_{{set}}.tsv"
+        priority: PRIORITY["start"]
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/steps/zanisi21/fit.py"
 
-rule zanisi21_train:
-    """One PixelCNN (real stamps, archetypes, Ren+19 perturbed stamps, or real stamps and archetypes for the shared
-    class-conditional model), checkpointed, resumable, GPU if any."""
-    input:
-        stamps=lambda w: {"archetype": [rules.zanisi21_archetypes.output.archetype_train],
-                          "shared": [rules.zanisi21_stamps.output.real_train,
-                                     rules.zanisi21_archetypes.output.archetype_train]}.get(
-                              w.model, [rules.zanisi21_stamps.output.real_train]),
-        scaling=rules.zanisi21_stamps.output.scaling,
-    output:
-        model=f"{ZA21_DIR}/model_{{model}}/model.pt",
-    wildcard_constraints:
-        model="|".join(ZA21_MODELS),
-    params:
-        out_dir=lambda w, output: os.path.dirname(output.model),
-        study=config_slice("zanisi21", "model", "augment", "perturbation_mu"),
-        seed=config["seed"],
-        device=config["device"],
-        processes=ZA21_RES.get("processes"),
-        code=code_version("steps/zanisi21/train.py"),
-        lineage=ZA21_LINEAGE,
-    log:
-        f"{LOGS}/zanisi21/train_{{model}}.log",
-    benchmark:
-        f"{BENCH}/zanisi21/train_{{model}}.tsv"
-    threads: ZA21_RES["threads"]
-    retries: 2
-    resources:
-        gpu=ZA21_RES["gpu"],
-        mem_mb=ZA21_RES["mem_mb"],
-        runtime=ZA21_RES["runtime"],
-        cpus_per_task=lambda wildcards, threads: threads,
-        **{k: ZA21_RES[c] for k, c in (("gpu_model", "gpu_model"), ("slurm_partition", "partition")) if c in ZA21_RES},
-    conda:
-        "../envs/torch.yaml"
-    script:
-        "../workflow_scripts/steps/zanisi21/train.py"
+    rule:
+        """Smooth Sersic archetypes of the training and held-out galaxies, PSF-convolved, in real blank sky."""
+        name:
+            f"zanisi21_{_prefix}archetypes"
+        input:
+            train=f"{_dir}/morphology_real_train.parquet",
+            test=f"{_dir}/morphology_real_test.parquet",
+            stamps_train=f"{_dir}/stamps_real_train.fits",
+            stamps_test=f"{_dir}/stamps_real_test.fits",
+            sky=f"{_dir}/sky.fits",
+            psf=_psf,
+        output:
+            archetype_train=f"{_dir}/stamps_archetype_train.fits",
+            archetype_test=f"{_dir}/stamps_archetype_test.fits",
+            summary=f"{_dir}/archetypes.json",
+        params:
+            study=config_slice("zanisi21", "archetypes"),
+            code=code_version("steps/zanisi21/archetypes.py"),
+            lineage=_chain["lineage"],
+        log:
+            f"{LOGS}/zanisi21/{_prefix}archetypes.log",
+        benchmark:
+            f"{BENCH}/zanisi21/{_prefix}archetypes.tsv"
+        priority: PRIORITY["start"]
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/steps/zanisi21/archetypes.py"
 
+    rule:
+        """One PixelCNN (real stamps, archetypes, Ren+19 perturbed stamps, or real stamps and archetypes for the
+        shared class-conditional model), checkpointed, resumable, GPU if any."""
+        name:
+            f"zanisi21_{_prefix}train"
+        input:
+            stamps=lambda w, d=_dir: {"archetype": [f"{d}/stamps_archetype_train.fits"],
+                                      "shared": [f"{d}/stamps_real_train.fits", f"{d}/stamps_archetype_train.fits"]
+                                      }.get(w.model, [f"{d}/stamps_real_train.fits"]),
+            scaling=f"{_dir}/scaling.json",
+        output:
+            model=f"{_dir}/model_{{model}}/model.pt",
+        wildcard_constraints:
+            model="|".join(_chain["models"]),
+        params:
+            out_dir=lambda w, output: os.path.dirname(output.model),
+            study=config_slice("zanisi21", "model", "augment", "perturbation_mu"),
+            seed=config["seed"],
+            device=config["device"],
+            processes=ZA21_RES.get("processes"),
+            code=code_version("steps/zanisi21/train.py"),
+            lineage=_chain["lineage"],
+        log:
+            f"{LOGS}/zanisi21/{_prefix}train_{{model}}.log",
+        benchmark:
+            f"{BENCH}/zanisi21/{_prefix}train_{{model}}.tsv"
+        threads: ZA21_RES["threads"]
+        retries: 2
+        resources:
+            gpu=ZA21_RES["gpu"],
+            mem_mb=ZA21_RES["mem_mb"],
+            runtime=ZA21_RES["runtime"],
+            cpus_per_task=lambda wildcards, threads: threads,
+            **{k: ZA21_RES[c] for k, c in (("gpu_model", "gpu_model"), ("slurm_partition", "partition"))
+               if c in ZA21_RES},
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow_scripts/steps/zanisi21/train.py"
 
-rule zanisi21_score:
-    """Per-pixel log-likelihoods of one stamp set under the three PixelCNNs; LLRs; source / background pixels."""
-    input:
-        stamps=f"{ZA21_DIR}/stamps_{{set}}.fits",
-        scaling=rules.zanisi21_stamps.output.scaling,
-        models=[f"{ZA21_DIR}/model_{m}/model.pt" for m in ZA21_MODELS],
-    output:
-        maps=f"{ZA21_DIR}/scores_{{set}}.fits",
-        table=f"{ZA21_DIR}/scores_{{set}}.parquet",
-    wildcard_constraints:
-        set="|".join(ZA21_SCORED),
-    params:
-        models=ZA21_MODELS,
-        study=config_slice("zanisi21", "masks"),
-        device=config["device"],
-        code=code_version("steps/zanisi21/score.py"),
-        lineage=ZA21_LINEAGE,
-    log:
-        f"{LOGS}/zanisi21/score_{{set}}.log",
-    benchmark:
-        f"{BENCH}/zanisi21/score_{{set}}.tsv"
-    threads: 1  # as pearce_casey23_predict: a 2-thread job on 2 cores waits for both to be idle
-    resources:
-        mem_mb=3000,
-        runtime=30,
-    conda:
-        "../envs/torch.yaml"
-    script:
-        "../workflow_scripts/steps/zanisi21/score.py"
+    rule:
+        """Per-pixel log-likelihoods of one stamp set under the PixelCNNs; LLRs; source / background pixels."""
+        name:
+            f"zanisi21_{_prefix}score"
+        input:
+            stamps=f"{_dir}/stamps_{{set}}.fits",
+            scaling=f"{_dir}/scaling.json",
+            models=[f"{_dir}/model_{m}/model.pt" for m in _chain["models"]],
+        output:
+            maps=f"{_dir}/scores_{{set}}.fits",
+            table=f"{_dir}/scores_{{set}}.parquet",
+        wildcard_constraints:
+            set="|".join(_chain["scored"]),
+        params:
+            models=_chain["models"],
+            study=config_slice("zanisi21", "masks"),
+            device=config["device"],
+            code=code_version("steps/zanisi21/score.py"),
+            lineage=_chain["lineage"],
+        log:
+            f"{LOGS}/zanisi21/{_prefix}score_{{set}}.log",
+        benchmark:
+            f"{BENCH}/zanisi21/{_prefix}score_{{set}}.tsv"
+        threads: 1  # as pearce_casey23_predict: a 2-thread job on 2 cores waits for both to be idle
+        resources:
+            mem_mb=3000,
+            runtime=30,
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow_scripts/steps/zanisi21/score.py"
 
 
 rule zanisi21_metrics:
@@ -246,16 +316,19 @@ rule zanisi21_metrics:
         morphology=[f"{ZA21_DIR}/morphology_{s}.parquet" for s in ("real_test", "other")],
         stamps=rules.zanisi21_stamps.output.summary,
         archetypes=rules.zanisi21_archetypes.output.summary,
+        **({"anomaly_scores": [f"{ZA21_ANOM_DIR}/scores_{s}.parquet" for s in ZA21_ANOM_SETS],
+            "anomaly_stamps": f"{ZA21_ANOM_DIR}/stamps.json"} if ZA21_ANOM else {}),
     output:
         metrics=f"{ZA21_DIR}/metrics.json",
         comparison=f"{ZA21_DIR}/comparison.parquet",
     params:
         sets=ZA21_SCORED,
         study=config_slice("zanisi21", "comparison", "comparison_bins", "bootstrap", "perturbation_mu"),
+        anomalies=ZA21_ANOM,
         band=ZA21_BAND,
         seed=config["seed"],
         code=code_version("steps/zanisi21/metrics.py"),
-        lineage=ZA21_LINEAGE,
+        lineage=ZA21_ALL_LINEAGE,
     log:
         f"{LOGS}/zanisi21/metrics.log",
     benchmark:
@@ -314,8 +387,40 @@ for _rule, _fig in ZA21_FIGURES.items():
             "../workflow_scripts/steps/zanisi21/figure.py"
 
 
+if ZA21_ANOM:
+
+    rule zanisi21_fig5:
+        """Ours: ROC curves of the likelihood detectors on the anomaly study's mergers and EROs, LLR distributions."""
+        message:
+            "Zanisi+21 fig5_anomalies"
+        input:
+            tables=[f"{ZA21_ANOM_DIR}/scores_{s}.parquet" for s in ZA21_ANOM_SETS],
+        output:
+            png=report(f"{ZA21_FIG}/fig5_anomalies.png", caption="captions/zanisi21/fig5_anomalies.rst",
+                       category=ZA21_REPORT, subcategory="Fig 5 (ours): mergers and EROs"),
+            pdf=report(f"{ZA21_FIG}/fig5_anomalies.pdf", caption="captions/zanisi21/fig5_anomalies.rst",
+                       category=ZA21_REPORT, subcategory="Fig 5 (ours): mergers and EROs"),
+        params:
+            anomalies=ZA21_ANOM,
+            code=code_version("steps/zanisi21/figure.py"),
+            lineage=ZA21_CHAINS["anomaly_"]["lineage"],
+        log:
+            f"{LOGS}/zanisi21/zanisi21_fig5.log",
+        benchmark:
+            f"{BENCH}/zanisi21/zanisi21_fig5.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            "../envs/photometry.yaml"
+        script:
+            "../workflow_scripts/steps/zanisi21/figure.py"
+
+
 rule zanisi21_all:
     """Everything of the likelihood-ratio study: metrics and every figure."""
     input:
         rules.zanisi21_metrics.output.metrics,
         [f"{ZA21_FIG}/{fig['name']}.{ext}" for fig in ZA21_FIGURES.values() for ext in ("png", "pdf")],
+        [f"{ZA21_FIG}/fig5_anomalies.{ext}" for ext in ("png", "pdf")] if ZA21_ANOM else [],

@@ -38,6 +38,23 @@ def test_gather_keeps_every_entry_with_its_study_and_the_table_shows_them(tmp_pa
     assert "1 of 2 goals hold; 1 entries have no goal." in table
 
 
+def test_side_by_side_rows_of_one_topic_from_two_studies_make_one_table(tmp_path: Path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"study": "a", "entries": [], "side_by_side": {"anomalies": [
+        {"detector": "cGAN SED error", "scored": "x", "merger_auc": 0.59, "ero_auc": 0.82}]}}))
+    b.write_text(json.dumps({"study": "b", "entries": [], "side_by_side": {"anomalies": [
+        {"detector": "LLR", "scored": "y", "ero_auc": 0.5, "merger_auc": 0.7},
+        {"detector": "log p", "scored": "y", "merger_auc": float("nan")}]}}))
+    card = gather({"a": a, "b": b}, "ci")
+    rows = card["side_by_side"]["anomalies"]
+    assert [(r["study"], r["detector"]) for r in rows] == [("a", "cGAN SED error"), ("b", "LLR"), ("b", "log p")]
+    assert rows[2]["merger_auc"] is None  # strict JSON: nothing measured
+    table = markdown(card).split("## Side by side: anomalies")[1]
+    assert "| study | detector | scored | merger_auc | ero_auc |" in table
+    assert "| a | cGAN SED error | x | 0.59 | 0.82 |" in table and "| b | LLR | y | 0.7 | 0.5 |" in table
+    assert "| b | log p | y | – | – |" in table
+
+
 def test_gather_refuses_a_bad_metrics_file_naming_it(tmp_path: Path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"study": "x", "entries": [{"id": "no_other_fields"}]}))
@@ -57,6 +74,13 @@ def test_ci_scorecard_and_report_hold_every_study_and_figure(ci_run: Path):
     assert {"detection_fraction_hi", "detection_fraction_lo", "detection_fraction_gan", "detection_fraction_gan7",
             "false_positive_rate_gan", "photometry_improvement"} <= ids
     assert "| hemmati22 | `detection_fraction_hi` |" in (ci_run / "results/scorecard.md").read_text()
+    # the anomaly study's detectors beside the likelihood study's, scored on the same embedded CEERS objects
+    side = card["side_by_side"]["anomalies"]
+    assert {r["study"] for r in side} == {"pearce_casey23", "zanisi21"}
+    for study in ("pearce_casey23", "zanisi21"):
+        aucs = [r.get("merger_auc") for r in side if r["study"] == study]
+        assert any(a is not None and 0.0 <= a <= 1.0 for a in aucs), (study, aucs)
+    assert {"anomaly_merger_auc_llr", "anomaly_merger_auc_likelihood"} <= {e["id"] for e in card["entries"]}
 
     result = run_snakemake("--report", "results/report.html", "all", "--configfile", CI, workdir=ci_run,
                            timeout=600)

@@ -10,14 +10,19 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from astropy.io import fits
+from astropy.wcs import WCS
 
 from workflow_scripts.config import validate_config
 from workflow_scripts.errors import ConfigError
+from workflow_scripts.io import Mosaic
 from workflow_scripts.models.pixelcnn import quantize
 from workflow_scripts.studies.zanisi21.analysis import (background_share, bootstrap_mean_difference, llr_maps,
                                                         matched_bins, ood_auc, source_masks, stamp_noise)
-from workflow_scripts.studies.zanisi21.metrics import auc_ceiling, clump_correlation, clumpy_auc, paired_wins
+from workflow_scripts.studies.zanisi21.metrics import (anomaly_metrics, auc_ceiling, clump_correlation, clumpy_auc,
+                                                       paired_wins)
 from workflow_scripts.studies.zanisi21.model import bits_per_dim, shared_training_data, training_data
+from workflow_scripts.studies.zanisi21.samples import FieldData, make_anomaly_sets
 from workflow_scripts.studies.zanisi21.stamps import (StampError, StampScaling, dividing_declination, perturb,
                                                       select_galaxies, split_regions, zoom)
 from workflow_scripts.studies.zanisi21.twin import twin_survey
@@ -302,6 +307,92 @@ def test_twin_survey_keeps_the_band_and_mag_band_and_switches_clumps_off():
         twin_survey("goodss", spec, ["F999W"])
 
 
+# ------------------------------------------------------------------- the anomaly study's objects (ours)
+def _labelled_field(tmp_path) -> FieldData:
+    """A 512^2 px field of small GalSim exponential galaxies on a 64 px grid (known fluxes, white noise); every fifth
+    one a 'merger', every seventh an 'ero', the rest 'normal' (labels spread over the whole field)."""
+    npix, scale, zp, sigma = 512, 0.03, 28.0, 0.002
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [214.9, 52.9]
+    wcs.wcs.crpix = [npix / 2 + 0.5, npix / 2 + 0.5]
+    wcs.wcs.cdelt = [-scale / 3600, scale / 3600]
+    xs, ys = (g.ravel().astype(float) for g in np.meshgrid(np.arange(40, npix - 30, 64), np.arange(40, npix - 30, 64)))
+    flux = np.full(xs.size, 2.0)
+    img = galsim.ImageF(npix, npix, scale=scale)
+    for x, y, f in zip(xs, ys, flux):
+        galsim.Exponential(half_light_radius=0.06, flux=f).drawImage(
+            img, center=galsim.PositionD(x + 1, y + 1), add_to_image=True, method="auto")
+    data = img.array + np.random.default_rng(1).normal(0, sigma, img.array.shape)
+    hdr = fits.Header({"FILTER": "F444W", "PHOTZP": zp, "BUNIT": "MJy/sr"})
+    mosaic = Mosaic(data=data.astype(np.float32), wcs=wcs, header=hdr, rms=np.full(data.shape, sigma, np.float32))
+    ra, dec = wcs.all_pix2world(xs, ys, 0)
+    i = np.arange(xs.size)
+    label = np.where(i % 5 == 0, "merger", np.where(i % 7 == 0, "ero", "normal"))
+    cat = pd.DataFrame({"id": i + 1, "ra": ra, "dec": dec, "mag_F444W": zp - 2.5 * np.log10(flux), "label": label})
+    return FieldData(mosaic=mosaic, catalog=cat, image_file=str(tmp_path / "F444W.fits"),
+                     catalog_file=str(tmp_path / "catalog.parquet"))
+
+
+ANOMALY_STUDY = {"band": "F444W", "sample": {"mag_min": 18.0, "mag_max": 30.0}, "stamp_size": 32, "zoom": 0.5,
+                 "validation_fraction": 0.3, "background": {"box": 64, "filter": 3},
+                 "archetypes": {"n_range": [0.3, 6.0], "sky_thresh_sigma": 1.5, "sky_grow_px": 3}}
+
+
+def test_anomaly_sets_train_on_normal_galaxies_only_and_score_every_labelled_one(tmp_path):
+    fd = _labelled_field(tmp_path)
+    sets, sky, summary = make_anomaly_sets({"f": fd}, ANOMALY_STUDY, seed=3)
+    cat = fd.catalog
+    train, test, anomalies = (sets[k].table for k in ("real_train", "real_test", "anomalies"))
+    assert set(train["label"]) == set(test["label"]) == {"normal"}
+    # every merger and ERO, wherever it lies (the training region included), and nothing else
+    assert sorted(anomalies["id"]) == sorted(cat.loc[cat["label"] != "normal", "id"])
+    assert anomalies["dec"].min() < train["dec"].max()
+    # held out: the north, a stamp's width from the training galaxies; about the configured share of the normal ones
+    assert test["dec"].min() > train["dec"].max()
+    n_normal = int((cat["label"] == "normal").sum())
+    assert len(train) + len(test) <= n_normal and 0.15 < len(test) / n_normal < 0.45
+    assert summary["anomaly_labels"] == {"merger": int((cat["label"] == "merger").sum()),
+                                         "ero": int((cat["label"] == "ero").sum())}
+    assert sky["train"].shape == (len(train), 32, 32) and sky["test"].shape == (len(test), 32, 32)
+    # the stamps are of the galaxies: the flux of a stamp is the galaxy's (exponential, hlr 2 px: all within 16 px)
+    assert np.allclose(sets["anomalies"].cube.sum(axis=(1, 2, 3)), 2.0, rtol=0.1)
+
+
+def test_anomaly_sets_need_a_labelled_catalogue_naming_it(tmp_path):
+    fd = _labelled_field(tmp_path)
+    fd.catalog = fd.catalog.drop(columns="label")
+    with pytest.raises(StampError, match=r"catalog\.parquet: no 'label' column"):
+        make_anomaly_sets({"f": fd}, ANOMALY_STUDY, seed=3)
+
+
+def test_anomaly_aucs_recover_an_injected_separation_in_the_bright_sample():
+    """Normal galaxies' scores N(0, 1); mergers' LLR N(-2, 1) (AUC Phi(2 / sqrt 2) = 0.921 for a low LLR flagging),
+    EROs drawn as the normal galaxies (AUC 0.5); a faint population beyond auc_mag_max that would spoil both is cut."""
+    rng = np.random.default_rng(0)
+    n = 4000
+
+    def table(label, llr_mean, mag):
+        return pd.DataFrame({"label": label, "llr": rng.normal(llr_mean, 1, n), "llr_perturbed": rng.normal(0, 1, n),
+                             "logp_real": rng.normal(0, 1, n), "mag_F444W": mag})
+
+    normal = pd.concat([table("normal", 0.0, 25.0), table("normal", 10.0, 27.5)])
+    anomalies = pd.concat([table("merger", -2.0, 25.0), table("ero", 0.0, 25.0), table("merger", 10.0, 27.5)])
+    settings = {"survey": "ceers", "band": "F444W", "sample": {"mag_min": 18.0, "mag_max": 28.0}, "auc_mag_max": 26.0}
+    found = anomaly_metrics(normal, anomalies, settings, seed=1, n_boot=50)
+    assert found["n"] == {"normal": n, "ero": n, "merger": n}
+    assert found["auc"]["llr"]["merger"]["auc"] == pytest.approx(0.921, abs=0.01)
+    assert found["auc"]["llr"]["ero"]["auc"] == pytest.approx(0.5, abs=0.02)
+    assert found["auc"]["logp_real"]["merger"]["auc"] == pytest.approx(0.5, abs=0.02)
+    lo, hi = found["auc"]["llr"]["merger"]["p16"], found["auc"]["llr"]["merger"]["p84"]
+    assert lo < found["auc"]["llr"]["merger"]["auc"] < hi and hi - lo < 0.02
+    ids = [e["id"] for e in found["entries"]]
+    assert ids == ["anomaly_ero_auc_llr", "anomaly_merger_auc_llr", "anomaly_ero_auc_likelihood",
+                   "anomaly_merger_auc_likelihood"]
+    assert [row["merger_auc"] for row in found["side_by_side"]][0] == found["auc"]["llr"]["merger"]["auc"]
+    assert "F444W 18 <= mag < 26" in found["sample"]
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda z, c: z.update(band="F999W"), "zanisi21.band"),
     (lambda z, c: z.update(zoom=0.3), "zoom"),
@@ -310,6 +401,9 @@ def test_twin_survey_keeps_the_band_and_mag_band_and_switches_clumps_off():
     (lambda z, c: c["surveys"]["goodss"].update(source="download") or c["surveys"]["goodss"].pop("embedded"),
      "no embedded block"),
     (lambda z, c: z["comparison_bins"].update(mag=[24.0, 23.0]), "increasing"),
+    (lambda z, c: z["anomalies"].update(band="F814W"), "anomalies.band"),
+    (lambda z, c: c["surveys"]["ceers"].update(source="download"), "zanisi21.anomalies: null"),
+    (lambda z, c: z["anomalies"].update(fields=["nope"]), "anomalies.fields"),
 ])
 def test_config_checks_name_the_key(change, message):
     cfg = copy.deepcopy(_config())

@@ -26,7 +26,8 @@ import numpy as np
 
 from workflow_scripts.errors import PipelineError
 
-__all__ = ["ENTRY_FIELDS", "MetricsError", "entry", "check_entry", "validate_metrics"]
+__all__ = ["ENTRY_FIELDS", "MetricsError", "bootstrap_auc", "entry", "check_entry", "roc_auc", "roc_points",
+           "validate_metrics"]
 
 #: the fields of a headline entry, in the order they are written
 ENTRY_FIELDS = ("id", "what", "paper", "ours", "unit", "goal", "holds")
@@ -118,3 +119,41 @@ def validate_metrics(obj: Any, path: str | Path) -> None:
         if e["id"] in seen:
             raise MetricsError(f"{path}: entry id {e['id']!r} appears twice")
         seen.add(e["id"])
+
+
+# ------------------------------------------------------------------------------------------- detectors
+def _two_classes(pos: Any, neg: Any) -> tuple[np.ndarray, np.ndarray]:
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    return pos[np.isfinite(pos)], neg[np.isfinite(neg)]
+
+
+def roc_auc(pos: Any, neg: Any) -> float:
+    """ROC AUC of a score that is higher for the positives (anomalies) than the negatives; NaN if either class is
+    empty (non-finite scores dropped). Ties count one half."""
+    from sklearn.metrics import roc_auc_score
+
+    pos, neg = _two_classes(pos, neg)
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    return float(roc_auc_score(np.r_[np.ones(pos.size), np.zeros(neg.size)], np.r_[pos, neg]))
+
+
+def bootstrap_auc(pos: Any, neg: Any, seed: int, n: int = 500) -> tuple[float, float]:
+    """16th and 84th percentiles of :func:`roc_auc` over ``n`` bootstrap resamples of both classes (NaN, NaN when
+    a class is empty)."""
+    pos, neg = _two_classes(pos, neg)
+    if pos.size == 0 or neg.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = [roc_auc(rng.choice(pos, pos.size), rng.choice(neg, neg.size)) for _ in range(n)]
+    lo, hi = np.nanpercentile(draws, [16, 84])
+    return float(lo), float(hi)
+
+
+def roc_points(pos: Any, neg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates of the ROC curve of a score that is higher for the positives."""
+    from sklearn.metrics import roc_curve
+
+    pos, neg = _two_classes(pos, neg)
+    fpr, tpr, _ = roc_curve(np.r_[np.ones(pos.size), np.zeros(neg.size)], np.r_[pos, neg])
+    return fpr, tpr

@@ -17,8 +17,12 @@ HOLDS_MARK = {True: "yes", False: "**no**", None: "–"}
 
 
 def gather(metrics_files: Mapping[str, str | Path], preset: str) -> dict[str, Any]:
-    """``{"preset": ..., "entries": [{"study": ..., <entry>}, ...]}`` from ``{study: metrics.json path}``."""
-    entries = []
+    """``{"preset": ..., "entries": [{"study": ..., <entry>}, ...], "side_by_side": {topic: [row, ...]}}`` from
+    ``{study: metrics.json path}``. A study's optional ``side_by_side`` block (``{topic: [row, ...]}``, each row a
+    flat object) puts its methods beside another study's on a shared task: rows of one topic from every study make
+    one table."""
+    entries: list[dict[str, Any]] = []
+    side: dict[str, list[dict[str, Any]]] = {}
     for study, path in metrics_files.items():
         try:
             obj = json.loads(Path(path).read_text())
@@ -26,7 +30,15 @@ def gather(metrics_files: Mapping[str, str | Path], preset: str) -> dict[str, An
             raise PipelineError(f"{path}: cannot read the study's metrics ({exc})") from None
         validate_metrics(obj, path)
         entries += [{"study": study, **entry} for entry in obj["entries"]]
-    return {"preset": preset, "entries": entries}
+        for topic, rows in (obj.get("side_by_side") or {}).items():
+            side.setdefault(topic, []).extend({"study": study, **{k: _json_value(v) for k, v in row.items()}}
+                                              for row in rows)
+    return {"preset": preset, "entries": entries, "side_by_side": side}
+
+
+def _json_value(v: Any) -> Any:
+    """A side-by-side cell as strict JSON: NaN or inf (nothing to measure, e.g. an empty class) becomes None."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def _value(v: Any) -> str:
@@ -54,4 +66,10 @@ def markdown(card: Mapping[str, Any]) -> str:
     judged = [e["holds"] for e in card["entries"] if e["holds"] is not None]
     lines += ["", f"{sum(judged)} of {len(judged)} goals hold; {len(card['entries']) - len(judged)} entries have no goal.",
               ""]
+    for topic, rows in (card.get("side_by_side") or {}).items():
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        lines += [f"## Side by side: {topic}", "", "| " + " | ".join(columns) + " |",
+                  "|" + "|".join("---" for _ in columns) + "|"]
+        lines += ["| " + " | ".join(_value(row.get(c)).replace("|", "\\|") for c in columns) + " |" for row in rows]
+        lines.append("")
     return "\n".join(lines)

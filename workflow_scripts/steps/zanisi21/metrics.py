@@ -13,7 +13,7 @@ import pandas as pd
 from workflow_scripts.io import atomic_path
 from workflow_scripts.metrics import validate_metrics
 from workflow_scripts.steps._common import run
-from workflow_scripts.studies.zanisi21.metrics import compute_metrics, with_morphology
+from workflow_scripts.studies.zanisi21.metrics import anomaly_metrics, compute_metrics, with_morphology
 
 
 def main(snakemake: Any, log: Any) -> None:
@@ -26,6 +26,14 @@ def main(snakemake: Any, log: Any) -> None:
     stamps = json.loads(open(snakemake.input.stamps).read())
     archetypes = json.loads(open(snakemake.input.archetypes).read())
     metrics, comparison = compute_metrics(tables, study, stamps, archetypes, seed=snakemake.params.seed)
+    anom = snakemake.params.anomalies
+    if anom:  # ours: the anomaly study's mergers and EROs scored by the same likelihoods
+        normal, anomalies = (pd.read_parquet(p) for p in snakemake.input.anomaly_scores)
+        found = anomaly_metrics(normal, anomalies, anom, seed=snakemake.params.seed)
+        metrics["entries"] += found.pop("entries")
+        metrics["side_by_side"] = {"anomalies": found.pop("side_by_side")}
+        metrics["anomalies"] = {**found,
+                                "stamps": json.loads(open(snakemake.input.anomaly_stamps).read()).get("counts")}
     validate_metrics(metrics, snakemake.output.metrics)
     for e in metrics["entries"]:
         log.info("%s: ours %s (paper %s, goal %s, holds %s)", e["id"], e["ours"], e["paper"], e["goal"], e["holds"])

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.metrics import entry
+from workflow_scripts.metrics import bootstrap_auc, entry
 from workflow_scripts.studies.pearce_casey23.paper import GOALS, PAPER_STATEMENTS
 from workflow_scripts.studies.pearce_casey23.sed import auc
 
@@ -22,6 +22,9 @@ N_BOOTSTRAP = 500
 METHODS = ("cgan", "baseline")
 #: the cGAN with its bias on the training cutouts taken out (when the table has it)
 CALIBRATED = "cgan_calibrated"
+#: the detectors' names in the scorecard's side-by-side table of anomaly detectors
+SIDE_NAMES = {"cgan": "cGAN LW SED error", "baseline": "photometry-only baseline LW SED error",
+              CALIBRATED: "cGAN LW SED error, bias-calibrated"}
 
 
 def normal_label(table: pd.DataFrame) -> np.ndarray:
@@ -42,16 +45,6 @@ def groups(table: pd.DataFrame, study: Mapping[str, Any]) -> dict[str, pd.DataFr
             "merger": table[~val & bright & table["label"].eq("merger").to_numpy()]}
 
 
-def bootstrap_auc(pos: np.ndarray, neg: np.ndarray, seed: int, n: int = N_BOOTSTRAP) -> tuple[float, float]:
-    """16th and 84th percentiles of the AUC over bootstrap resamples of both classes."""
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    draws = [auc(rng.choice(pos, len(pos)), rng.choice(neg, len(neg))) for _ in range(n)]
-    lo, hi = np.nanpercentile(draws, [16, 84])
-    return float(lo), float(hi)
-
-
 def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) -> dict[str, Any]:
     g = groups(table, study)
     bright = study["sed"]["bright_mag"]
@@ -64,7 +57,7 @@ def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) ->
                      "auc": {}, "auc_chi2": {}}
         for cls in ("ero", "merger"):
             a = auc(g[cls][col].to_numpy(), g["normal"][col].to_numpy())
-            lo, hi = bootstrap_auc(g[cls][col].to_numpy(), g["normal"][col].to_numpy(), seed)
+            lo, hi = bootstrap_auc(g[cls][col].to_numpy(), g["normal"][col].to_numpy(), seed, N_BOOTSTRAP)
             detail[m]["auc"][cls] = {"auc": a, "p16": lo, "p84": hi}
             detail[m]["auc_chi2"][cls] = auc(g[cls][f"{m}_chi2"].to_numpy(), g["normal"][f"{m}_chi2"].to_numpy())
         per_band = {}
@@ -110,7 +103,11 @@ def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) ->
                   ca["sed_error_median"]["normal"], "mag", None, None),
             entry("merger_auc_calibrated", "the merger AUC of the bias-calibrated cGAN SED error", None,
                   ca["auc"]["merger"]["auc"], "", None, None)]
-    return {"study": "pearce_casey23", "entries": entries, **detail}
+    scored = (f"{len(g['normal'])} normal validation galaxies, {len(g['merger'])} mergers, {len(g['ero'])} EROs; "
+              f"{band} < {bright:g}")
+    side = [{"detector": SIDE_NAMES[m] + " (high flags)", "scored": scored,
+             **{f"{cls}_auc": detail[m]["auc"][cls]["auc"] for cls in ("merger", "ero")}} for m in methods]
+    return {"study": "pearce_casey23", "entries": entries, "side_by_side": {"anomalies": side}, **detail}
 
 
-__all__ = ["CALIBRATED", "METHODS", "bootstrap_auc", "compute_metrics", "groups", "normal_label"]
+__all__ = ["CALIBRATED", "METHODS", "compute_metrics", "groups", "normal_label"]

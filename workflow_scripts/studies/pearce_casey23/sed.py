@@ -29,6 +29,8 @@ import pandas as pd
 from workflow_scripts.detection.sources import aperture_fluxes
 from workflow_scripts.errors import StudyError
 from workflow_scripts.imaging.stamps import CutoutSet
+from workflow_scripts.metrics import roc_auc as auc  # noqa: F401  (the study's name for it)
+from workflow_scripts.metrics import roc_points as roc_curve  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -208,27 +210,5 @@ def score_sets(study: Mapping[str, Any], train: CutoutSet, sets: Mapping[str, tu
 
 
 # ------------------------------------------------------------------------------------------------- ranking
-def auc(score_pos: np.ndarray, score_neg: np.ndarray) -> float:
-    """ROC AUC of ``score`` separating positives from negatives (higher = more anomalous); NaN if a class is
-    empty."""
-    from sklearn.metrics import roc_auc_score
-
-    pos, neg = np.asarray(score_pos, float), np.asarray(score_neg, float)
-    pos, neg = pos[np.isfinite(pos)], neg[np.isfinite(neg)]
-    if pos.size == 0 or neg.size == 0:
-        return float("nan")
-    y = np.r_[np.ones(pos.size), np.zeros(neg.size)]
-    return float(roc_auc_score(y, np.r_[pos, neg]))
-
-
-def roc_curve(score_pos: np.ndarray, score_neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.metrics import roc_curve as _roc
-
-    pos, neg = np.asarray(score_pos, float), np.asarray(score_neg, float)
-    y = np.r_[np.ones(pos.size), np.zeros(neg.size)]
-    fpr, tpr, _ = _roc(y, np.r_[pos, neg])
-    return fpr, tpr
-
-
 __all__ = ["auc", "baseline_fluxes", "bias_at", "bias_tables", "calibrate", "fit_baseline", "fit_bias", "floored_mag",
            "roc_curve", "score_sets", "sed_errors", "stamp_fluxes"]

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from sklearn.metrics import roc_auc_score
+
+from workflow_scripts.metrics import roc_auc
 
 #: noise of a 3x3 mean, in units of the pixel noise (independent pixels); block averaging keeps them independent
 MEAN3_NOISE = 1.0 / 3.0
@@ -88,11 +89,7 @@ def background_share(values: np.ndarray, background: np.ndarray) -> np.ndarray:
 
 def ood_auc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
     """AUC of flagging ``out`` against ``in`` with a score that is higher for out-of-distribution images."""
-    a, b = np.asarray(in_scores, float), np.asarray(out_scores, float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if not len(a) or not len(b):
-        return float("nan")
-    return float(roc_auc_score(np.r_[np.zeros(len(a)), np.ones(len(b))], np.r_[a, b]))
+    return roc_auc(out_scores, in_scores)
 
 
 def bootstrap_mean_difference(a: np.ndarray, b: np.ndarray, n_boot: int,

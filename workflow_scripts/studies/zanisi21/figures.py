@@ -1,6 +1,7 @@
 """Figures of the likelihood-ratio study: the held-out galaxies of highest and lowest likelihood (Fig 1), pixel-wise
 log-likelihood and LLR maps (Fig 2), LLR and raw log-likelihood distributions per data set (Fig 3), and the
-matched-bin mean LLR differences with bootstrap errors (Fig 4)."""
+matched-bin mean LLR differences with bootstrap errors (Fig 4); ours: the anomaly study's mergers and EROs scored by
+the same likelihoods (Fig 5: ROC curves and LLR distributions)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workflow_scripts.metrics import roc_auc, roc_points
 from workflow_scripts.plotting.save import FigureError, plt, save_figure
+from workflow_scripts.studies.zanisi21.metrics import plural
 from workflow_scripts.studies.zanisi21.paper import COLOURS, LABELS
 from workflow_scripts.studies.zanisi21.scoring import Scores
 
@@ -121,4 +124,34 @@ def fig4_matched_bins(comparison: pd.DataFrame, out_png: str | Path, out_pdf: st
     save_figure(fig, out_png, out_pdf)
 
 
-__all__ = ["fig1_examples", "fig2_pixel_maps", "fig3_distributions", "fig4_matched_bins"]
+def fig5_anomalies(normal: pd.DataFrame, groups: Mapping[str, pd.DataFrame], detectors: Mapping[str, str],
+                   sample: str, out_png: str | Path, out_pdf: str | Path | None) -> None:
+    """ROC curves of every detector (a low score flags) for each anomaly label against the normal galaxies, and the
+    LLR distributions of all of them."""
+    if not len(normal) or not groups:
+        raise FigureError(f"fig5: nothing to compare ({len(normal)} normal galaxies, labels {list(groups)})")
+    fig, axes = plt.subplots(1, len(groups) + 1, figsize=(3.5 * (len(groups) + 1), 3.4), layout="constrained")
+    for ax, (lab, g) in zip(axes, groups.items()):
+        for col, name in detectors.items():
+            fpr, tpr = roc_points(-g[col].to_numpy(float), -normal[col].to_numpy(float))
+            ax.plot(fpr, tpr, label=f"{name}: AUC {roc_auc(-g[col], -normal[col]):.2f}")
+        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
+        ax.set_xlabel("false positive rate (normal flagged)", fontsize=8)
+        ax.set_ylabel(f"true positive rate ({plural(lab)} flagged)", fontsize=8)
+        ax.set_title(f"{len(g)} {plural(lab)} vs {len(normal)} normal", fontsize=8)
+        ax.legend(fontsize=6, loc="lower right")
+    ax = axes[-1]
+    vals = np.concatenate([t["llr"].to_numpy(float) for t in (normal, *groups.values())])
+    vals = vals[np.isfinite(vals)]
+    bins = np.linspace(*np.percentile(vals, [0.5, 99.5]), 30)
+    for name, t in {"normal": normal, **groups}.items():
+        ax.hist(t["llr"], bins=bins, histtype="step", density=True,
+                label=f"{name if name == 'normal' else plural(name)} ({len(t)})")
+    ax.set_xlabel("LLR = log p_real - log p_archetype (nats)", fontsize=8)
+    ax.set_ylabel("density", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.suptitle(sample, fontsize=8)
+    save_figure(fig, out_png, out_pdf)
+
+
+__all__ = ["fig1_examples", "fig2_pixel_maps", "fig3_distributions", "fig4_matched_bins", "fig5_anomalies"]

@@ -11,6 +11,10 @@ their twins (a share ``f`` of them; the others are the same pixels), so no score
 ``0.5 + f / 2`` (:func:`auc_ceiling`): a pair of identical images is at best a tie. And because a twin shares its
 galaxy's noise, size and brightness, the sign of the paired LLR difference (:func:`paired_wins`) tests the clumps
 alone, free of the galaxy-to-galaxy spread of the LLR that an AUC between two sets has to overcome.
+
+Beyond the paper (:func:`anomaly_metrics`): the same likelihoods, from PixelCNNs trained on the anomaly study's normal
+galaxies, tried as detectors of its mergers and EROs, with the direction fixed in advance (a low score flags, as for
+the clump-free set); the rows go to the scorecard beside the cGAN's.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, spearmanr
 
-from workflow_scripts.metrics import entry
+from workflow_scripts.metrics import bootstrap_auc, entry, roc_auc
 from workflow_scripts.studies.zanisi21.analysis import bootstrap_mean_difference, matched_bins, ood_auc
 from workflow_scripts.studies.zanisi21.paper import (GOALS, PAPER_BACKGROUND_LLR, PIXELCNNPP_CIFAR10_BPD,
                                                      REN19_AUROC_LIKELIHOOD, REN19_AUROC_RATIO)
@@ -226,5 +230,67 @@ def shared_entries(real: pd.DataFrame, other: pd.DataFrame, arch: pd.DataFrame, 
             "mean_llr": {"real_test": float(real["llr_shared"].mean()), "other": float(other["llr_shared"].mean())}}
 
 
-__all__ = ["BIN_COLUMNS", "auc_ceiling", "clump_correlation", "clumpy_auc", "compute_metrics",
-           "paired_truth_entries", "paired_wins", "shared_entries", "with_morphology"]
+#: ours, beyond the paper: the likelihood scores tried as anomaly detectors on the anomaly study's labelled objects
+#: (column of the scored tables -> name); a low value flags, as for the clump-free set
+ANOMALY_DETECTORS = {"llr": "LLR, archetype denominator", "llr_perturbed": "LLR, Ren+19 perturbation denominator",
+                     "logp_real": "log p of the real-galaxy PixelCNN"}
+#: the headline entry id of each detector (the rest stay in the detail and the scorecard's side-by-side table)
+ANOMALY_ENTRY = {"llr": "llr", "logp_real": "likelihood"}
+
+
+def plural(label: str) -> str:
+    """An anomaly label as a plural noun for text and figures (ero -> EROs, merger -> mergers)."""
+    return "EROs" if label.lower() == "ero" else f"{label}s"
+
+
+def anomaly_sample(normal: pd.DataFrame, anomalies: pd.DataFrame,
+                   settings: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], str]:
+    """The scored objects the AUCs compare: normal galaxies, the anomalies by label (sorted), both brighter than
+    ``auc_mag_max`` in the block's band (column ``mag`` added), and that selection in words."""
+    band, cut = settings["band"], settings.get("auc_mag_max")
+    hi = settings["sample"]["mag_max"] if cut is None else min(settings["sample"]["mag_max"], cut)
+    normal, anomalies = (t.assign(mag=t[f"mag_{band}"]) for t in (normal, anomalies))
+    normal, anomalies = normal[normal["mag"] < hi], anomalies[anomalies["mag"] < hi]
+    labels = anomalies["label"].astype(str)
+    groups = {lab: anomalies[labels == lab] for lab in sorted(labels.unique())}
+    return normal, groups, f"{settings['survey']} {band} {settings['sample']['mag_min']:g} <= mag < {hi:g}"
+
+
+def anomaly_metrics(normal: pd.DataFrame, anomalies: pd.DataFrame, settings: Mapping[str, Any], *, seed: int,
+                    n_boot: int = 500) -> dict[str, Any]:
+    """AUCs of flagging each label of ``anomalies`` (``label``: merger, ero, ...) against the held-out ``normal``
+    galaxies by a low score of each of :data:`ANOMALY_DETECTORS`, with 68 % bootstrap intervals, over the objects
+    brighter than ``settings["auc_mag_max"]`` in ``settings["band"]`` (the ``zanisi21.anomalies`` block).
+
+    Returns ``entries`` (``anomaly_{label}_auc_llr`` and ``_likelihood``), ``side_by_side`` rows (one per
+    detector: its AUC per label, for the scorecard to set beside the anomaly study's detectors), ``sample`` (what
+    was scored, in words) and the numbers (``auc``, ``n``, ``median_mag``).
+    """
+    normal, groups, sample = anomaly_sample(normal, anomalies, settings)
+    labels = list(groups)
+    n = {"normal": int(len(normal)), **{lab: int(len(g)) for lab, g in groups.items()}}
+    out: dict[str, Any] = {"n": n, "sample": sample, "auc": {}, "entries": [], "side_by_side": []}
+    out["median_mag"] = {k: float(np.nanmedian(t["mag"])) if len(t) else None
+                         for k, t in {"normal": normal, **groups}.items()}
+    for col, name in ANOMALY_DETECTORS.items():
+        row: dict[str, Any] = {"detector": f"PixelCNN {name} (low flags)",
+                               "scored": f"{n['normal']} held-out normal galaxies, "
+                                         + ", ".join(f"{n[lab]} {plural(lab)}" for lab in labels) + f"; {sample}"}
+        for lab, g in groups.items():
+            pos, neg = -g[col].to_numpy(float), -normal[col].to_numpy(float)
+            a = roc_auc(pos, neg)
+            p16, p84 = bootstrap_auc(pos, neg, seed, n_boot)
+            out["auc"].setdefault(col, {})[lab] = {"auc": a, "p16": p16, "p84": p84}
+            row[f"{lab}_auc"] = a
+            if col in ANOMALY_ENTRY:
+                out["entries"].append(entry(
+                    f"anomaly_{lab}_auc_{ANOMALY_ENTRY[col]}",
+                    f"ours, beyond the paper: AUC of flagging the anomaly study's {n[lab]} {plural(lab)} against "
+                    f"{n['normal']} held-out normal galaxies by a low {name} ({sample}; 68 % bootstrap interval "
+                    f"{p16:.2f}-{p84:.2f}); the cGAN's beside it in the scorecard", None, a, "", None, None))
+        out["side_by_side"].append(row)
+    return out
+
+
+__all__ = ["ANOMALY_DETECTORS", "BIN_COLUMNS", "anomaly_metrics", "anomaly_sample", "auc_ceiling", "plural", "clump_correlation", "clumpy_auc",
+           "compute_metrics", "paired_truth_entries", "paired_wins", "shared_entries", "with_morphology"]

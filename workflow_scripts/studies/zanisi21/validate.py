@@ -49,6 +49,24 @@ def check(config: Mapping[str, Any]) -> None:
         if study["band"] not in other["bands"] or not other.get("catalog"):
             raise ConfigError(f"config: zanisi21.comparison.survey {comp['survey']!r} needs band {study['band']} "
                               "and a catalogue")
+    anom = study.get("anomalies")
+    if anom:
+        what = "zanisi21.anomalies.survey"
+        a_survey = _survey(config, anom["survey"], what)
+        if a_survey.get("source") != "embedded" and not a_survey.get("catalog"):
+            raise ConfigError(f"config: {what} {anom['survey']!r} is downloaded without a catalogue, so nothing says "
+                              "which objects are mergers or EROs; use the embedded survey or set "
+                              "zanisi21.anomalies: null")
+        if anom["band"] not in a_survey["bands"]:
+            raise ConfigError(f"config: zanisi21.anomalies.band = {anom['band']!r} is not a band of {anom['survey']} "
+                              f"({', '.join(a_survey['bands'])})")
+        for f in anom.get("fields") or []:
+            if f not in a_survey["fields"]:
+                raise ConfigError(f"config: zanisi21.anomalies.fields lists {f!r}, not a field of {anom['survey']} "
+                                  f"({', '.join(a_survey['fields'])})")
+        if anom["sample"]["mag_min"] >= anom["sample"]["mag_max"]:
+            raise ConfigError(f"config: zanisi21.anomalies.sample: mag_min {anom['sample']['mag_min']} must be below "
+                              f"mag_max {anom['sample']['mag_max']}")
     for name, edges in study["comparison_bins"].items():
         if any(b <= a for a, b in zip(edges[:-1], edges[1:])):
             raise ConfigError(f"config: zanisi21.comparison_bins.{name} must be increasing, got {edges}")
