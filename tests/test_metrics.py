@@ -111,3 +111,23 @@ def test_study_entries_fail_their_goals_and_leave_unmeasured_photometry_open():
     assert e["detection_fraction_hi"]["holds"] is False and e["detection_fraction_gan"]["holds"] is False
     assert e["detection_fraction_gan7"]["holds"] is True
     assert e["photometry_improvement"]["ours"] is None and e["photometry_improvement"]["holds"] is None
+
+
+def test_a_magnitude_matched_auc_removes_what_brightness_explains_and_keeps_the_rest():
+    """A score that only tracks magnitude, with the positives 1 mag brighter: AUC ~0.84 raw, 0.5 once the negatives
+    are re-weighted to the positives' magnitudes. A real shift of 0.5 on top: the matched AUC is Phi(0.5 / sd) with sd
+    the spread of the difference of two draws at matched magnitudes (sqrt(2 * 0.5^2 + 2 * 0.3^2)), 0.728."""
+    from scipy.stats import norm
+
+    from workflow_scripts.metrics import matched_auc, roc_auc
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    mag_p, mag_n = rng.normal(24.0, 0.5, n), rng.normal(25.0, 0.8, n)
+    s_p, s_n = -mag_p + rng.normal(0, 0.3, n), -mag_n + rng.normal(0, 0.3, n)
+    assert roc_auc(s_p, s_n) > 0.8
+    auc, n_p, n_n = matched_auc(s_p, mag_p, s_n, mag_n, 0.25)
+    assert auc == pytest.approx(0.5, abs=0.02) and n_p > 0.99 * n and 0.7 * n < n_n < n
+    expected = norm.cdf(0.5 / np.sqrt(2 * 0.5**2 + 2 * 0.3**2))
+    assert matched_auc(s_p + 0.5, mag_p, s_n, mag_n, 0.25)[0] == pytest.approx(expected, abs=0.02)
+    assert np.isnan(matched_auc(s_p, mag_p, s_n, mag_n + 100.0, 0.25)[0])  # no bin holds both

@@ -390,6 +390,9 @@ def test_anomaly_aucs_recover_an_injected_separation_in_the_bright_sample():
     assert ids == ["anomaly_ero_auc_llr", "anomaly_merger_auc_llr", "anomaly_ero_auc_likelihood",
                    "anomaly_merger_auc_likelihood"]
     assert [row["merger_auc"] for row in found["side_by_side"]][0] == found["auc"]["llr"]["merger"]["auc"]
+    # the same magnitudes on both sides: re-weighting to them changes nothing
+    assert found["auc"]["llr"]["merger"]["mag_matched"] == pytest.approx(found["auc"]["llr"]["merger"]["auc"])
+    assert found["auc"]["llr"]["merger"]["mag_matched_n"] == [n, n]
     assert "F444W 18 <= mag < 26" in found["sample"]
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from workflow_scripts.errors import PipelineError
 
-__all__ = ["ENTRY_FIELDS", "MetricsError", "bootstrap_auc", "entry", "check_entry", "roc_auc", "roc_points",
+__all__ = ["ENTRY_FIELDS", "MetricsError", "bootstrap_auc", "entry", "check_entry", "matched_auc", "roc_auc", "roc_points",
            "validate_metrics"]
 
 #: the fields of a headline entry, in the order they are written
@@ -136,6 +136,32 @@ def roc_auc(pos: Any, neg: Any) -> float:
     if pos.size == 0 or neg.size == 0:
         return float("nan")
     return float(roc_auc_score(np.r_[np.ones(pos.size), np.zeros(neg.size)], np.r_[pos, neg]))
+
+
+def matched_auc(pos: Any, pos_x: Any, neg: Any, neg_x: Any, width: float) -> tuple[float, int, int]:
+    """:func:`roc_auc` with the negatives re-weighted to the positives' distribution of a nuisance quantity ``x``
+    (e.g. magnitude) in bins of ``width``: in each bin the negatives share the positives' count; objects in a bin
+    the other class does not reach are left out. Returns the AUC and how many positives and negatives were
+    compared (NaN, 0, 0 when no bin holds both)."""
+    from sklearn.metrics import roc_auc_score
+
+    pos, pos_x, neg, neg_x = (np.asarray(a, float) for a in (pos, pos_x, neg, neg_x))
+    keep_p, keep_n = np.isfinite(pos) & np.isfinite(pos_x), np.isfinite(neg) & np.isfinite(neg_x)
+    pos, pos_x, neg, neg_x = pos[keep_p], pos_x[keep_p], neg[keep_n], neg_x[keep_n]
+    if not pos.size or not neg.size:
+        return float("nan"), 0, 0
+    lo = np.floor(min(pos_x.min(), neg_x.min()) / width) * width
+    ip, ineg = (((x - lo) // width).astype(int) for x in (pos_x, neg_x))
+    n_bins = int(max(ip.max(), ineg.max())) + 1
+    cp, cn = np.bincount(ip, minlength=n_bins), np.bincount(ineg, minlength=n_bins)
+    both = (cp > 0) & (cn > 0)
+    use_p, use_n = both[ip], both[ineg]
+    if not use_p.any():
+        return float("nan"), 0, 0
+    w_n = cp[ineg[use_n]] / cn[ineg[use_n]]
+    y = np.r_[np.ones(int(use_p.sum())), np.zeros(int(use_n.sum()))]
+    auc = roc_auc_score(y, np.r_[pos[use_p], neg[use_n]], sample_weight=np.r_[np.ones(int(use_p.sum())), w_n])
+    return float(auc), int(use_p.sum()), int(use_n.sum())
 
 
 def bootstrap_auc(pos: Any, neg: Any, seed: int, n: int = 500) -> tuple[float, float]:
