@@ -45,7 +45,8 @@ rule smith_geach19_prepare:
 
 
 rule smith_geach19_train:
-    """Spatial-GAN (relativistic-average, packed discriminator) on crops; the self-ensemble's snapshots."""
+    """Spatial-GAN (relativistic-average, packed discriminator) on crops; the self-ensemble's snapshots;
+    checkpointed, resumable, several GPUs (or CPU processes) through torchrun."""
     input:
         field=rules.smith_geach19_prepare.output.field,
     output:
@@ -54,6 +55,7 @@ rule smith_geach19_train:
         study=config_slice("smith_geach19", "model", "ensemble", "crop_size"),
         seed=config["seed"],
         device=config["device"],
+        processes=SG19_RES.get("processes"),
         code=code_version("steps/smith_geach19/train.py"),
         lineage=SG19_LINEAGE,
     log:
@@ -68,6 +70,7 @@ rule smith_geach19_train:
         mem_mb=SG19_RES["mem_mb"],
         runtime=SG19_RES["runtime"],
         cpus_per_task=lambda wildcards, threads: threads,
+        **{k: SG19_RES[c] for k, c in (("gpu_model", "gpu_model"), ("slurm_partition", "partition")) if c in SG19_RES},
     conda:
         "../envs/torch.yaml"
     script:

@@ -246,10 +246,9 @@ def test_processes_per_job():
         distributed.DistContext(rank=0, world_size=4).check(batch_size=2)
 
 
-@pytest.mark.slow
-def test_training_rule_relaunches_itself_under_torchrun(ci_run: Path, tmp_path: Path):
-    # the ci run's upstream files (hard links; logs and benchmarks, which jobs rewrite in place, and Snakemake's
-    # records as copies); the model trained again
+def _copy_ci_run(ci_run: Path, tmp_path: Path) -> None:
+    """The ci run's files in ``tmp_path``: hard links, except logs and benchmarks (jobs rewrite them in place) and
+    Snakemake's records, which are copied."""
     def link_or_copy(src: str, dst: str) -> None:
         if {"logs", "benchmarks"} & set(Path(src).relative_to(ci_run).parts):
             shutil.copy2(src, dst)
@@ -260,6 +259,12 @@ def test_training_rule_relaunches_itself_under_torchrun(ci_run: Path, tmp_path: 
         shutil.copytree(ci_run / top, tmp_path / top, copy_function=link_or_copy)
     shutil.copytree(ci_run / ".snakemake", tmp_path / ".snakemake",
                     ignore=shutil.ignore_patterns("conda", "singularity", "log", "slurm_logs"))
+
+
+@pytest.mark.slow
+def test_training_rule_relaunches_itself_under_torchrun(ci_run: Path, tmp_path: Path):
+    # the ci run's upstream files; the model trained again
+    _copy_ci_run(ci_run, tmp_path)
     model_dir = tmp_path / "results/hemmati22/models/srgan1"
     shutil.rmtree(model_dir)
     (tmp_path / "two_processes.yaml").write_text("hemmati22:\n  resources: {processes: 2, threads: 2}\n")
@@ -283,3 +288,30 @@ def test_training_rule_relaunches_itself_under_torchrun(ci_run: Path, tmp_path: 
         assert float(ours[-1][key]) == pytest.approx(float(local[-1][key]), rel=0.25), key
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".")]
     assert PREEMPTED_EXIT_CODE == 75
+
+
+@pytest.mark.slow
+def test_the_deep_field_training_rule_trains_its_ensemble_in_two_processes(ci_run: Path, tmp_path: Path):
+    """The Spatial-GAN's self-ensemble through torchrun: both snapshots written once (rank 0), the checkpoint of a
+    two-process run, the ensemble file naming them, and the losses of the single-process ci run within GAN noise."""
+    _copy_ci_run(ci_run, tmp_path)
+    model_dir = tmp_path / "results/smith_geach19/model"
+    shutil.rmtree(model_dir)
+    (tmp_path / "two_processes.yaml").write_text("smith_geach19:\n  resources: {processes: 2, threads: 2}\n")
+    result = run_snakemake("--cores", "2", "results/smith_geach19/model/ensemble.json", "--configfile",
+                           str(REPO / "presets/ci.yaml"), str(tmp_path / "two_processes.yaml"), workdir=tmp_path,
+                           timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "1 of 1 steps (100%) done" in result.stderr
+    log = (tmp_path / "results/logs/smith_geach19/train.log").read_text()
+    assert "data-parallel in 2 processes" in log and "rank0/2" in log
+    ensemble = json.loads((model_dir / "ensemble.json").read_text())
+    assert ensemble == {"snapshots": ["generator_epoch0001.pt", "generator_epoch0002.pt"], "processes": 2}
+    assert torch.load(model_dir / CHECKPOINT_NAME, weights_only=True)["world_size"] == 2
+    for name in ensemble["snapshots"]:
+        assert not any(k.startswith("module.") for k in torch.load(model_dir / name, weights_only=True)["state_dict"])
+    ours = list(csv.DictReader(open(model_dir / "losses.csv")))
+    local = list(csv.DictReader(open(ci_run / "results/smith_geach19/model/losses.csv")))
+    assert len(ours) == len(local) == 2
+    for key in ("loss_d", "loss_g"):
+        assert float(ours[-1][key]) == pytest.approx(float(local[-1][key]), rel=0.25), key

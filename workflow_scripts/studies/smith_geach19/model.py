@@ -19,6 +19,7 @@ import numpy as np
 
 from workflow_scripts.models.sgan import SGANDiscriminator, SGANGenerator
 from workflow_scripts.studies.smith_geach19.data import CropDataset
+from workflow_scripts.train import distributed
 from workflow_scripts.train.loop import TrainConfig, TrainResult, train
 from workflow_scripts.train.objectives.ragan import RelativisticPackedGAN
 
@@ -55,24 +56,37 @@ def train_config(model: Mapping[str, Any], epochs: int, seed: int, device: str) 
                        betas=(model["beta1"], 0.999), seed=seed, device=device)
 
 
+def snapshot_path(out_dir: str | Path, epoch: int) -> Path:
+    """The generator file of the snapshot after ``epoch``."""
+    return Path(out_dir) / f"generator_epoch{epoch:04d}.pt"
+
+
 def train_ensemble(model: Mapping[str, Any], ensemble: Mapping[str, Any], field: np.ndarray, crop_size: int,
                    seed: int, device: str, out_dir: str | Path, progress: bool = True) -> tuple[list[Path],
                                                                                               TrainResult]:
-    """Train to every snapshot epoch; returns the snapshot generator files (oldest first) and the last result."""
+    """Train to every snapshot epoch; returns the snapshot generator files (oldest first) and the last result.
+
+    A pre-empted run returns at once (``result.preempted``, the snapshots taken so far): its checkpoint lets the
+    next run resume. Under torchrun every worker calls this; rank 0 writes the snapshots (as it writes every file
+    of the loop) before the next training's first collective, so the others never read a half-written one.
+    """
     out_dir = Path(out_dir)
+    is_main = distributed.current().is_main
     data = CropDataset(field, crop_size, model["crops_per_epoch"], seed)
     snaps: list[Path] = []
     result: TrainResult | None = None
     for epoch in snapshot_epochs(model["epochs"], ensemble["every"], ensemble["members"]):
         result = train(build_objective(model, field), data, train_config(model, epoch, seed, device), out_dir,
-                       progress=progress)
-        result.raise_if_preempted()
-        snap = out_dir / f"generator_epoch{epoch:04d}.pt"
-        shutil.copyfile(result.model_path, snap)
+                       progress=progress and is_main)
+        if not result.completed:
+            return snaps, result
+        snap = snapshot_path(out_dir, epoch)
+        if is_main:
+            shutil.copyfile(result.model_path, snap)
+            log.info("snapshot after epoch %d: %s (%s)", epoch, snap.name, result.throughput())
         snaps.append(snap)
-        log.info("snapshot after epoch %d: %s (%s)", epoch, snap.name, result.throughput())
     assert result is not None
     return snaps, result
 
 
-__all__ = ["build_objective", "output_levels", "snapshot_epochs", "train_config", "train_ensemble"]
+__all__ = ["build_objective", "output_levels", "snapshot_epochs", "snapshot_path", "train_config", "train_ensemble"]
