@@ -50,8 +50,8 @@ def test_side_by_side_rows_of_one_topic_from_two_studies_make_one_table(tmp_path
     assert [(r["study"], r["detector"]) for r in rows] == [("a", "cGAN SED error"), ("b", "LLR"), ("b", "log p")]
     assert rows[2]["merger_auc"] is None  # strict JSON: nothing measured
     table = markdown(card).split("## Side by side: anomalies")[1]
-    assert "| study | detector | scored | merger_auc | ero_auc |" in table
-    assert "| a | cGAN SED error | x | 0.59 | 0.82 |" in table and "| b | LLR | y | 0.7 | 0.5 |" in table
+    assert "| study | detector | scored | ero_auc | merger_auc |" in table  # text first, then numbers by name
+    assert "| a | cGAN SED error | x | 0.82 | 0.59 |" in table and "| b | LLR | y | 0.5 | 0.7 |" in table
     assert "| b | log p | y | – | – |" in table
 
 

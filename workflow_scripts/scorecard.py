@@ -67,7 +67,11 @@ def markdown(card: Mapping[str, Any]) -> str:
     lines += ["", f"{sum(judged)} of {len(judged)} goals hold; {len(card['entries']) - len(judged)} entries have no goal.",
               ""]
     for topic, rows in (card.get("side_by_side") or {}).items():
+        # the text columns (study, detector, ...) as they come, then the numbers by name (a label's columns side
+        # by side whichever study wrote them first)
         columns = list(dict.fromkeys(k for row in rows for k in row))
+        text = [c for c in columns if any(isinstance(row.get(c), str) for row in rows)]
+        columns = text + sorted(c for c in columns if c not in text)
         lines += [f"## Side by side: {topic}", "", "| " + " | ".join(columns) + " |",
                   "|" + "|".join("---" for _ in columns) + "|"]
         lines += ["| " + " | ".join(_value(row.get(c)).replace("|", "\\|") for c in columns) + " |" for row in rows]
