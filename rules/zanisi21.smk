@@ -3,6 +3,8 @@
 # perturbed stamps (Ren+19) -> per-pixel log-likelihoods -> LLR maps, AUCs, background share, matched-bin
 # comparison with a set lacking fine detail (the clump-free twin of the embedded survey) -> figures 1-4.
 # Reads only the data boundary (embedded or downloaded alike); the twin is simulated with the embedded machinery.
+# Ours, beyond the paper (zanisi21.anomalies): the same chain on the anomaly study's labelled CEERS objects, trained
+# on its normal galaxies, scoring its mergers and EROs -> AUCs beside the cGAN's in the scorecard, Fig 5.
 
 ZA21 = config["zanisi21"]
 ZA21_DIR = "results/zanisi21"
