@@ -5,7 +5,7 @@ Snakemake's ``retries`` rerun the job, which resumes from its checkpoint).
 A training step adapter provides two things: a JSON-able *spec* of its job (inputs, parameters, and the keys below)
 and a function ``train_fn(spec, log, is_main) -> TrainResult`` that reads the data and calls the loop. Then::
 
-    sys.exit(run_job(train_fn, spec, nproc, WORKER_MODULE, log))       # in the rule script
+    status, nproc = run_training(train_fn, spec, gpus, processes, WORKER_MODULE, log)   # in the rule script
     distributed.exit_worker(worker_main(train_fn))                      # when run as WORKER_MODULE (python -m)
 
 With ``nproc > 1``, :func:`run_job` writes the spec to a temporary JSON file, starts ``torchrun`` running
@@ -62,6 +62,14 @@ def run_job(train_fn: TrainFn, spec: Mapping[str, Any], nproc: int, worker_modul
     return exit_status(preempted)
 
 
+def run_training(train_fn: TrainFn, spec: Mapping[str, Any], gpus: int, processes: int | None, worker_module: str,
+                 log: logging.Logger) -> tuple[int, int]:
+    """A training rule's job: as many processes as :func:`distributed.processes_for` gives for the job's ``gpus``
+    and the configured ``processes``, then :func:`run_job`. Returns ``(exit status, processes)``."""
+    nproc = distributed.processes_for(int(gpus or 0), processes)
+    return run_job(train_fn, spec, nproc, worker_module, log), nproc
+
+
 def launch_workers(spec: Mapping[str, Any], nproc: int, worker_module: str, log: logging.Logger) -> dict[str, Any]:
     """Train in ``nproc`` torchrun workers; return rank 0's report (completed, preempted, signal, ...)."""
     threads = max(1, int(spec["threads"]) // nproc)
@@ -110,4 +118,4 @@ def worker_main(train_fn: TrainFn, argv: Sequence[str] | None = None, logger: st
     return exit_status(result.preempted)
 
 
-__all__ = ["REPORT_KEYS", "TrainFn", "exit_status", "launch_workers", "run_job", "worker_main"]
+__all__ = ["REPORT_KEYS", "TrainFn", "exit_status", "launch_workers", "run_job", "run_training", "worker_main"]

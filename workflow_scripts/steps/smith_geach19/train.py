@@ -53,8 +53,8 @@ def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = Tr
 
 def main(snakemake: Any, log: logging.Logger) -> None:
     spec = job_spec(snakemake)
-    nproc = distributed.processes_for(snakemake.resources.get("gpu", 0) or 0, snakemake.params.processes)
-    status = launch.run_job(train_model, spec, nproc, WORKER_MODULE, log)
+    status, nproc = launch.run_training(train_model, spec, snakemake.resources.get("gpu", 0),
+                                        snakemake.params.processes, WORKER_MODULE, log)
     if status:
         sys.exit(status)
     model, ensemble = spec["study"]["model"], spec["study"]["ensemble"]
