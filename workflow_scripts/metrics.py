@@ -26,8 +26,8 @@ import numpy as np
 
 from workflow_scripts.errors import PipelineError
 
-__all__ = ["ENTRY_FIELDS", "MetricsError", "bootstrap_auc", "entry", "check_entry", "matched_auc", "roc_auc", "roc_points",
-           "validate_metrics"]
+__all__ = ["ENTRY_FIELDS", "MAG_MATCH_WIDTH", "MetricsError", "bootstrap_auc", "entry", "check_entry", "matched_auc",
+           "roc_auc", "roc_points", "validate_metrics"]
 
 #: the fields of a headline entry, in the order they are written
 ENTRY_FIELDS = ("id", "what", "paper", "ours", "unit", "goal", "holds")
@@ -122,6 +122,10 @@ def validate_metrics(obj: Any, path: str | Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- detectors
+#: magnitude bins (mag) of every study's magnitude-matched AUCs (:func:`matched_auc`), so that they compare alike
+MAG_MATCH_WIDTH = 0.5
+
+
 def _two_classes(pos: Any, neg: Any) -> tuple[np.ndarray, np.ndarray]:
     pos, neg = np.asarray(pos, float), np.asarray(neg, float)
     return pos[np.isfinite(pos)], neg[np.isfinite(neg)]

@@ -13,14 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.metrics import bootstrap_auc, entry, matched_auc
+from workflow_scripts.metrics import MAG_MATCH_WIDTH, bootstrap_auc, entry, matched_auc
 from workflow_scripts.studies.pearce_casey23.paper import GOALS, PAPER_STATEMENTS
 from workflow_scripts.studies.pearce_casey23.sed import auc
 
 #: bootstrap draws of the AUC intervals
 N_BOOTSTRAP = 500
-#: magnitude bins of the magnitude-matched AUCs
-MATCH_MAG_WIDTH = 0.5
 METHODS = ("cgan", "baseline")
 #: the cGAN with its bias on the training cutouts taken out (when the table has it)
 CALIBRATED = "cgan_calibrated"
@@ -62,7 +60,7 @@ def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) ->
             lo, hi = bootstrap_auc(g[cls][col].to_numpy(), g["normal"][col].to_numpy(), seed, N_BOOTSTRAP)
             # the normal galaxies re-weighted to the class's magnitudes (as the likelihood study's detectors)
             matched, _, _ = matched_auc(g[cls][col], g[cls][f"mag_{band}"], g["normal"][col],
-                                        g["normal"][f"mag_{band}"], MATCH_MAG_WIDTH)
+                                        g["normal"][f"mag_{band}"], MAG_MATCH_WIDTH)
             detail[m]["auc"][cls] = {"auc": a, "p16": lo, "p84": hi, "mag_matched": matched}
             detail[m]["auc_chi2"][cls] = auc(g[cls][f"{m}_chi2"].to_numpy(), g["normal"][f"{m}_chi2"].to_numpy())
         per_band = {}

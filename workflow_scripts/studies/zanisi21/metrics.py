@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, spearmanr
 
-from workflow_scripts.metrics import bootstrap_auc, entry, matched_auc, roc_auc
+from workflow_scripts.metrics import MAG_MATCH_WIDTH, bootstrap_auc, entry, matched_auc, roc_auc
 from workflow_scripts.studies.zanisi21.analysis import bootstrap_mean_difference, matched_bins, ood_auc
 from workflow_scripts.studies.zanisi21.paper import (GOALS, PAPER_BACKGROUND_LLR, PIXELCNNPP_CIFAR10_BPD,
                                                      REN19_AUROC_LIKELIHOOD, REN19_AUROC_RATIO)
@@ -234,8 +234,6 @@ def shared_entries(real: pd.DataFrame, other: pd.DataFrame, arch: pd.DataFrame, 
 #: (column of the scored tables -> name); a low value flags, as for the clump-free set
 ANOMALY_DETECTORS = {"llr": "LLR, archetype denominator", "llr_perturbed": "LLR, Ren+19 perturbation denominator",
                      "logp_real": "log p of the real-galaxy PixelCNN"}
-#: bins (mag) in which the normal galaxies are re-weighted to each anomaly label's magnitudes (``*_mag_matched``)
-MATCH_MAG_WIDTH = 0.5
 #: the headline entry id of each detector (the rest stay in the detail and the scorecard's side-by-side table)
 ANOMALY_ENTRY = {"llr": "llr", "logp_real": "likelihood"}
 
@@ -264,8 +262,8 @@ def anomaly_metrics(normal: pd.DataFrame, anomalies: pd.DataFrame, settings: Map
     galaxies by a low score of each of :data:`ANOMALY_DETECTORS`, with 68 % bootstrap intervals, over the objects
     brighter than ``settings["auc_mag_max"]`` in ``settings["band"]`` (the ``zanisi21.anomalies`` block).
 
-    Each AUC also comes with the normal galaxies re-weighted to the label's magnitudes (``mag_matched``, bins of
-    :data:`MATCH_MAG_WIDTH`): what is left once brightness, which the raw likelihood tracks, is taken out.
+    Each AUC also comes with the normal galaxies re-weighted to the label's magnitudes (``mag_matched``, the shared
+    bins of ``MAG_MATCH_WIDTH``): what is left once brightness, which the raw likelihood tracks, is taken out.
 
     Returns ``entries`` (``anomaly_{label}_auc_llr`` and ``_likelihood``), ``side_by_side`` rows (one per
     detector: its AUC per label, for the scorecard to set beside the anomaly study's detectors), ``sample`` (what
@@ -285,7 +283,7 @@ def anomaly_metrics(normal: pd.DataFrame, anomalies: pd.DataFrame, settings: Map
             pos, neg = -g[col].to_numpy(float), -normal[col].to_numpy(float)
             a = roc_auc(pos, neg)
             p16, p84 = bootstrap_auc(pos, neg, seed, n_boot)
-            matched, n_pos, n_neg = matched_auc(pos, g["mag"], neg, normal["mag"], MATCH_MAG_WIDTH)
+            matched, n_pos, n_neg = matched_auc(pos, g["mag"], neg, normal["mag"], MAG_MATCH_WIDTH)
             out["auc"].setdefault(col, {})[lab] = {"auc": a, "p16": p16, "p84": p84, "mag_matched": matched,
                                                    "mag_matched_n": [n_pos, n_neg]}
             row[f"{lab}_auc"] = a
@@ -295,11 +293,12 @@ def anomaly_metrics(normal: pd.DataFrame, anomalies: pd.DataFrame, settings: Map
                     f"anomaly_{lab}_auc_{ANOMALY_ENTRY[col]}",
                     f"ours, beyond the paper: AUC of flagging the anomaly study's {n[lab]} {plural(lab)} against "
                     f"{n['normal']} held-out normal galaxies by a low {name} ({sample}; 68 % bootstrap interval "
-                    f"{p16:.2f}-{p84:.2f}; {matched:.2f} with the normal galaxies re-weighted to their magnitudes); the "
-                    "cGAN's beside it in the scorecard", None, a, "", None, None))
+                    f"{p16:.2f}-{p84:.2f}; {matched:.2f} with the normal galaxies re-weighted to their "
+                    "magnitudes); the cGAN's beside it in the scorecard", None, a, "", None, None))
         out["side_by_side"].append(row)
     return out
 
 
-__all__ = ["ANOMALY_DETECTORS", "BIN_COLUMNS", "anomaly_metrics", "anomaly_sample", "auc_ceiling", "plural", "clump_correlation", "clumpy_auc",
-           "compute_metrics", "paired_truth_entries", "paired_wins", "shared_entries", "with_morphology"]
+__all__ = ["ANOMALY_DETECTORS", "BIN_COLUMNS", "anomaly_metrics", "anomaly_sample", "auc_ceiling", "clump_correlation",
+           "clumpy_auc", "compute_metrics", "paired_truth_entries", "paired_wins", "plural", "shared_entries",
+           "with_morphology"]
