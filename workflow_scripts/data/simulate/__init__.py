@@ -5,7 +5,8 @@ One generic machinery serves every survey (GOODS-S, CEERS, XDF ...): the instrum
 boundary (:mod:`workflow_scripts.io`) as real downloads.
 
 Modules: :mod:`.seds` (template colours, IGM, bands), :mod:`.population` (counts, redshifts, sizes, shapes),
-:mod:`.rare` (CEERS-like EROs and merging pairs with truth labels), :mod:`.psf` (true PSFs),
+:mod:`.rare` (CEERS-like EROs and merging pairs with truth labels), :mod:`.dust` (Calzetti attenuation),
+:mod:`.psf` (true PSFs),
 :mod:`.field` (rendering, noise, catalogue, writing).
 """
 

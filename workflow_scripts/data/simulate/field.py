@@ -40,8 +40,9 @@ sources), ``truth_bulge_frac``, ``truth_sersic_n`` (light-weighted, 1 + 3 B/T), 
 ``truth_teff`` (K, stars), ``truth_tail_frac`` (mergers), ``truth_clump_frac`` (share of the object's total
 flux in star-forming knots, the same in every band: 0 for stars, EROs, bulge-only galaxies and when
 ``embedded.clumps`` is off), ``truth_nucleus_frac`` (share of a merger member's ``mag_band`` flux in its dusty
-nucleus, 0 otherwise), ``label`` (normal | star | ero | merger) and ``pair_id`` (merger pair number, -1
-otherwise).
+nucleus, 0 otherwise), ``truth_ebv`` (Calzetti E(B-V)_star of a normal galaxy or merger member, 0 when
+``embedded.dust`` is off and for stars and EROs), ``label`` (normal | star | ero | merger) and ``pair_id``
+(merger pair number, -1 otherwise).
 
 Clumps (``embedded.clumps: {fraction: [lo, hi], n_knots: [lo, hi], share: s}``, absent or null = none): a share
 s of the normal galaxies (default 1) and every body of a merging pair (interactions trigger clumpy star
@@ -51,6 +52,9 @@ formation) move a share f ~ U(fraction) of their disk light into n ~ U{n_knots} 
 Dusty nuclei of merging pairs (``embedded.merger_nucleus``, :mod:`.rare`) are the one chromatic part: such a
 member's profile is one per band (a share of the band's flux, rising to the red, in a compact nucleus), drawn
 from their own stream, so switching them on changes only the merger members' light distribution.
+
+Dust (``embedded.dust``, :mod:`.dust`): normal galaxies and merger members get a Calzetti E(B-V) from their own
+stream; it reddens their colours (renormalised at the mag_band) and changes nothing else.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ from tqdm.auto import tqdm
 from workflow_scripts import io
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.surveys import Survey
+from workflow_scripts.data.simulate.dust import DustConfig, attenuate, draw_ebv
 from workflow_scripts.data.simulate.population import (NO_KNOTS, ClumpConfig, Cosmology, bulge_disk_parts,
                                                        draw_galaxies, draw_knots, draw_magnitudes, draw_star_teff,
                                                        galaxy_extent, sersic_index)
@@ -112,6 +117,7 @@ STREAM_CATALOG = 1
 STREAM_NOISE = 2
 STREAM_CLUMPS = 3
 STREAM_NUCLEI = 4
+STREAM_DUST = 5
 #: GalSim draw method: pixel-convolved FFT (what 'auto' picks for these three-fold convolutions; explicit so
 #: that no object silently falls back to a slow real-space convolution).
 DRAW_METHOD = "fft"
@@ -246,7 +252,7 @@ def _place_stars(rng: np.random.Generator, n: int, npix: int, margin: float,
 def _frame(kind: str, n: int, **cols: Any) -> pd.DataFrame:
     base = {"label": [kind] * n, "pair_id": np.full(n, -1, dtype=np.int64), "truth_type": np.full(n, np.nan),
             "truth_teff": np.full(n, np.nan), "truth_tail_frac": np.zeros(n), "truth_clump_frac": np.zeros(n),
-            "truth_nucleus_frac": np.zeros(n),
+            "truth_nucleus_frac": np.zeros(n), "truth_ebv": np.zeros(n),
             "truth_bulge_frac": np.zeros(n), "truth_sersic_n": np.ones(n), "truth_q": np.ones(n),
             "truth_beta": np.zeros(n), "truth_hlr": np.zeros(n), "star": np.zeros(n, dtype=bool)}
     base.update(cols)
@@ -254,20 +260,24 @@ def _frame(kind: str, n: int, **cols: Any) -> pd.DataFrame:
 
 
 def build_objects(survey: Survey, rng: np.random.Generator, clump_rng: np.random.Generator | None = None,
-                  nucleus_rng: np.random.Generator | None = None) -> _Objects:
+                  nucleus_rng: np.random.Generator | None = None,
+                  dust_rng: np.random.Generator | None = None) -> _Objects:
     """Draw every object of a field (normal galaxies, merging pairs, EROs, stars) with positions.
 
     ``rng`` is the population stream; star-forming clumps (``embedded.clumps``) come from ``clump_rng`` alone
     (normal galaxies first, then merger members), and the mergers' dusty nuclei (``embedded.merger_nucleus``)
-    from ``nucleus_rng``, so the population is the same with or without them.
+    from ``nucleus_rng``, and dust (``embedded.dust``) from ``dust_rng``, so the population is the same with or
+    without them.
     """
     emb = survey.embedded
     clumps = ClumpConfig.from_embedded(emb, f"surveys.{survey.name}.embedded")
+    dust = DustConfig.from_embedded(emb, f"surveys.{survey.name}.embedded")
     npix = int(emb["npix"])
     mag_band = emb["mag_band"]
     scale = survey.pixel_scale
     area_deg2 = (npix * scale / 3600.0) ** 2
     grid = colour_grid(survey, mag_band)
+    ref_index = survey.band_names.index(mag_band)
     cosmo = Cosmology()
     tables, ratios, profiles, extents, knot_tables = [], [], [], [], []
 
@@ -278,11 +288,12 @@ def build_objects(survey: Survey, rng: np.random.Generator, clump_rng: np.random
     knots = draw_knots(clump_rng, len(gal), clumps)
     parts = [bulge_disk_parts(*p, **knots.params(i))
              for i, p in enumerate(zip(gal.hlr, gal.bulge_frac, gal.q, gal.beta))]
+    ebv = draw_ebv(dust_rng, gal.bulge_frac, dust)
     tables.append(_frame("normal", len(gal), x=x, y=y, mag_ref=gal.mag, z=gal.z, truth_hlr=gal.hlr,
                          truth_bulge_frac=gal.bulge_frac, truth_sersic_n=sersic_index(gal.bulge_frac),
-                         truth_q=gal.q, truth_beta=gal.beta, truth_type=gal.ttype,
+                         truth_q=gal.q, truth_beta=gal.beta, truth_type=gal.ttype, truth_ebv=ebv,
                          truth_clump_frac=np.array([float(k[:, 2].sum()) for _, k in parts])))
-    ratios.append(grid.flux_ratios(gal.ttype, gal.z))
+    ratios.append(attenuate(grid.flux_ratios(gal.ttype, gal.z), grid.attenuation(gal.ttype, gal.z, ebv), ref_index))
     profiles += [prof for prof, _ in parts]
     knot_tables += [k for _, k in parts]
     extents.append(galaxy_extent(gal.hlr, gal.q, STAMP_HLR_FACTOR))
@@ -295,12 +306,13 @@ def build_objects(survey: Survey, rng: np.random.Generator, clump_rng: np.random
         half_sep = np.hypot(mer.dx, mer.dy).max() / scale
         mx, my = _uniform_positions(rng, n_merger, npix, margin=half_sep + 1.0)
         g = mer.gal
+        ebv = draw_ebv(dust_rng, g.bulge_frac, dust)
         tables.append(_frame("merger", 2 * n_merger, x=np.repeat(mx, 2) + mer.dx / scale,
                              y=np.repeat(my, 2) + mer.dy / scale, mag_ref=g.mag, z=g.z, truth_hlr=g.hlr,
                              truth_bulge_frac=g.bulge_frac, truth_sersic_n=sersic_index(g.bulge_frac),
                              truth_q=g.q, truth_beta=g.beta, truth_type=g.ttype, truth_tail_frac=mer.tail_frac,
-                             truth_clump_frac=mer.clump_frac, pair_id=mer.pair_id))
-        ratios.append(grid.flux_ratios(g.ttype, g.z))
+                             truth_clump_frac=mer.clump_frac, pair_id=mer.pair_id, truth_ebv=ebv))
+        ratios.append(attenuate(grid.flux_ratios(g.ttype, g.z), grid.attenuation(g.ttype, g.z, ebv), ref_index))
         profiles += _nuclei(survey, mer, tables[-1], nucleus_rng)
         knot_tables += mer.knots
         extents.append(mer.extent)
@@ -463,7 +475,8 @@ def simulate_field(survey: Survey, field: str, seed: int, progress: bool = True)
 
     objs = build_objects(survey, np.random.default_rng([seed, STREAM_POPULATION]),
                          clump_rng=np.random.default_rng([seed, STREAM_CLUMPS]),
-                         nucleus_rng=np.random.default_rng([seed, STREAM_NUCLEI]))
+                         nucleus_rng=np.random.default_rng([seed, STREAM_NUCLEI]),
+                         dust_rng=np.random.default_rng([seed, STREAM_DUST]))
     tab = objs.table
     zps = np.array([survey.band(b).zeropoint for b in bands])
     ref_flux = 10.0 ** (-0.4 * (tab["mag_ref"].to_numpy(dtype=float)[:, None] - zps[None, :]))  # Band.flux
@@ -530,7 +543,7 @@ def _catalog(survey: Survey, tab: pd.DataFrame, fluxes: np.ndarray, fwhm: np.nda
         for bi, b in enumerate(bands):
             cols[f"truth_mag_{b}"] = np.where(fluxes[:, bi] > 0, -2.5 * np.log10(fluxes[:, bi]) + zp[b], np.nan)
     for c in ("truth_hlr", "truth_bulge_frac", "truth_sersic_n", "truth_q", "truth_beta", "truth_type",
-              "truth_teff", "truth_tail_frac", "truth_clump_frac", "truth_nucleus_frac"):
+              "truth_teff", "truth_tail_frac", "truth_clump_frac", "truth_nucleus_frac", "truth_ebv"):
         cols[c] = tab[c].to_numpy(dtype=float)
     cols["truth_z"] = tab["z"].to_numpy()
     cols["label"] = tab["label"].astype(str).to_numpy()

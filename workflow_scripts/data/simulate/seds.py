@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workflow_scripts.data.simulate.dust import CUMULANT_SECOND, calzetti_k
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.surveys import Band, Survey
 
@@ -152,7 +153,8 @@ def observed_sed(name: str, z: float, igm: bool = True) -> tuple[np.ndarray, np.
 
 
 class ColourGrid:
-    """Flux ratios band / mag_band of every template on :data:`Z_GRID`, interpolated per galaxy."""
+    """Flux ratios band / mag_band of every template on :data:`Z_GRID`, interpolated per galaxy; with each
+    band's flux-weighted mean and variance of the Calzetti k(rest wavelength), for dust (:mod:`.dust`)."""
 
     def __init__(self, survey: Survey, mag_band: str, templates: tuple[str, ...] = TEMPLATES,
                  z_grid: np.ndarray = Z_GRID) -> None:
@@ -161,22 +163,23 @@ class ColourGrid:
         self.templates = templates
         self.z_grid = np.asarray(z_grid, dtype=float)
         thr = {b: band_throughput(survey.band(b)) for b in self.bands}
-        # ratio[t, z, b]
-        ratio = np.zeros((len(templates), len(self.z_grid), len(self.bands)))
+        # ratio[t, z, b]; k_mean, k_var[t, z, b]
+        shape = (len(templates), len(self.z_grid), len(self.bands))
+        ratio, k_mean, k_var = np.zeros(shape), np.zeros(shape), np.zeros(shape)
         for ti, name in enumerate(templates):
             for zi, z in enumerate(self.z_grid):
                 wave, flam = observed_sed(name, float(z))
-                fnu = np.array([mean_fnu(wave, flam, thr[b]) for b in self.bands])
+                k = calzetti_k(wave / 1000.0 / (1.0 + z))
+                moments = np.array([mean_fnu(wave, flam * k**p, thr[b]) for b in self.bands for p in range(3)])
+                fnu, m1, m2 = moments.reshape(len(self.bands), 3).T
                 ref = fnu[self.bands.index(mag_band)]
                 ratio[ti, zi] = fnu / ref if ref > 0 else 0.0
-        self.ratio = ratio
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    k_mean[ti, zi] = np.where(fnu > 0, m1 / fnu, 0.0)
+                    k_var[ti, zi] = np.where(fnu > 0, np.clip(m2 / fnu - k_mean[ti, zi] ** 2, 0.0, None), 0.0)
+        self.ratio, self.k_mean, self.k_var = ratio, k_mean, k_var
 
-    def flux_ratios(self, template_type: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """Ratios (n, n_bands) for continuous types t in [0, n_templates-1] and redshifts z.
-
-        Template mixtures are linear in flux normalised at the mag_band, so the ratios interpolate linearly
-        between neighbouring templates; redshift interpolation is linear on the grid.
-        """
+    def _interpolate(self, table: np.ndarray, template_type: np.ndarray, z: np.ndarray) -> np.ndarray:
         t = np.clip(np.asarray(template_type, dtype=float), 0.0, len(self.templates) - 1.0)
         z = np.clip(np.asarray(z, dtype=float), self.z_grid[0], self.z_grid[-1])
         zi = np.clip(np.searchsorted(self.z_grid, z, side="right") - 1, 0, len(self.z_grid) - 2)
@@ -186,8 +189,24 @@ class ColourGrid:
         out = np.zeros((len(t), len(self.bands)))
         for dt, wt in ((0, 1.0 - tw), (1, tw)):
             for dz, wz in ((0, 1.0 - zw), (1, zw)):
-                out += (wt * wz)[:, None] * self.ratio[ti + dt, zi + dz]
+                out += (wt * wz)[:, None] * table[ti + dt, zi + dz]
         return out
+
+    def flux_ratios(self, template_type: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Ratios (n, n_bands) for continuous types t in [0, n_templates-1] and redshifts z.
+
+        Template mixtures are linear in flux normalised at the mag_band, so the ratios interpolate linearly
+        between neighbouring templates; redshift interpolation is linear on the grid.
+        """
+        return self._interpolate(self.ratio, template_type, z)
+
+    def attenuation(self, template_type: np.ndarray, z: np.ndarray, ebv: np.ndarray) -> np.ndarray:
+        """Calzetti attenuation (mag, (n, n_bands)) of each band for E(B-V) ``ebv``: the band's flux-weighted
+        mean k times E(B-V), less the second cumulant's term (:data:`~.dust.CUMULANT_SECOND` var(k) E(B-V)^2),
+        which is exact to third order in E(B-V) k's spread across the band."""
+        e = np.asarray(ebv, dtype=float)[:, None]
+        return (self._interpolate(self.k_mean, template_type, z) * e
+                - CUMULANT_SECOND * self._interpolate(self.k_var, template_type, z) * e**2)
 
 
 # ------------------------------------------------------------------------------------------------ stars
