@@ -291,6 +291,33 @@ def test_paired_wins_find_a_small_shift_that_the_spread_between_galaxies_hides_f
     assert paired_wins(real.drop(columns="truth_clump_frac"), twin)["fraction"] is None
 
 
+def test_the_baselines_are_judged_like_the_llr_and_failed_fits_are_left_out():
+    from workflow_scripts.studies.zanisi21.metrics import baseline_entries, twin_rows
+    rng = np.random.default_rng(12)
+    n = 200
+    frac = np.where(rng.uniform(size=n) < 0.3, 0.1, 0.0)
+    base = rng.uniform(1.0, 2.0, n)
+    ok = rng.uniform(size=n) > 0.1
+    real = pd.DataFrame({"id": np.arange(n), "sersic_chi2_dof": base + 1.0 * (frac > 0), "smoothness": base,
+                         "llr": base, "truth_clump_frac": frac, "ok": ok})
+    real.loc[~ok, "sersic_chi2_dof"] = 100.0            # a failed fit's value is never used
+    twin = pd.DataFrame({"id": np.arange(n), "sersic_chi2_dof": base, "smoothness": base, "llr": base, "ok": ok})
+    out = baseline_entries(real, twin, "the twin")
+    e = {x["id"]: x for x in out["entries"]}
+    assert set(e) == {"baseline_sersic_chi2_auc_smooth_vs_real", "baseline_sersic_chi2_auc_clumpy_vs_twin",
+                      "baseline_sersic_chi2_paired_wins_clumpy"}
+    assert e["baseline_sersic_chi2_paired_wins_clumpy"]["ours"] == 1.0
+    assert out["sersic_chi2_dof"]["paired_wins"]["n"] == int(((frac > 0) & ok).sum())
+    assert e["baseline_sersic_chi2_auc_clumpy_vs_twin"]["ours"] > 0.99
+    assert e["baseline_sersic_chi2_auc_smooth_vs_real"]["ours"] == pytest.approx(
+        0.5 + np.mean((frac > 0)[ok]) / 2, abs=0.03)
+    assert out["smoothness"]["paired_wins"]["fraction"] == 0.0     # identical: never above its twin
+    rows = {r["detector"]: r for r in twin_rows(real, twin, "the twin")}
+    assert len(rows) == 3 and rows["PixelCNN LLR, archetype denominator (low flags)"]["auc"] == pytest.approx(0.5)
+    assert rows["chi2/dof of the single-Sersic fit, no learning (low flags)"]["paired_wins_clumpy"] == 1.0
+    assert rows["chi2/dof of the single-Sersic fit, no learning (low flags)"]["scored"].startswith(f"{ok.sum()} ")
+
+
 def test_bits_per_dim_of_per_pixel_log_likelihoods():
     lp = np.full((3, 4, 4), -np.log(2.0) * 2.5)
     assert bits_per_dim(lp) == pytest.approx(np.full(3, 2.5))

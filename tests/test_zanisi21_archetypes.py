@@ -233,3 +233,29 @@ def test_blank_sky_covered_image_raises_naming_file():
     image = (clean + rng.normal(0.0, 1.0, clean.shape)).astype(np.float32)
     with pytest.raises(ArchetypeError, match=r"no blank sky.*crowded\.fits"):
         blank_sky_stamps(image, np.ones_like(image), 32, 5, rng, source="crowded.fits")
+
+
+def test_the_sersic_fit_residual_baseline_ranks_a_clumpy_disk_above_its_smooth_twin(psf_obj, psf):
+    # the referee's baseline of the clump-free comparison: the same disks with 10 % of their light in knots and
+    # without (the same noise), fitted like the archetypes; the fit's chi2/dof is higher with the knots
+    from workflow_scripts.data.simulate.population import bulge_disk_profile
+    from workflow_scripts.studies.zanisi21.metrics import baseline_entries
+    rng = np.random.default_rng(4)
+    clumpy, smooth = [], []
+    for i, (hlr, q, beta) in enumerate([(0.45, 0.7, 20.0), (0.5, 0.55, -40.0), (0.4, 0.8, 70.0)]):
+        noise = rng.normal(0.0, SIGMA, (SIZE, SIZE))
+        for frac, out in ((0.1, clumpy), (0.0, smooth)):
+            gal = bulge_disk_profile(hlr, 0.0, q, beta, knot_frac=frac, n_knots=8, knot_seed=100 + i).withFlux(800.0)
+            img = galsim.Convolve(gal, psf_obj).drawImage(nx=SIZE, ny=SIZE, scale=SCALE).array
+            out.append(img + noise)
+    fit = {k: fit_sersic(np.array(v), psf, pixel_scale=SCALE, rms=SIGMA) for k, v in
+           (("real", clumpy), ("twin", smooth))}
+    assert fit["real"]["ok"].all() and fit["twin"]["ok"].all()
+    chi2_real, chi2_twin = fit["real"]["sersic_chi2_dof"].to_numpy(), fit["twin"]["sersic_chi2_dof"].to_numpy()
+    assert np.allclose(chi2_twin, 1.0, atol=0.1)     # a smooth disk fits down to its noise ...
+    assert (chi2_real > 5 * chi2_twin).all()          # ... its clumpy self does not
+    real = fit["real"].assign(id=np.arange(3), truth_clump_frac=0.1)
+    twin = fit["twin"].assign(id=np.arange(3))
+    e = {x["id"]: x for x in baseline_entries(real, twin, "the twin")["entries"]}
+    assert e["baseline_sersic_chi2_paired_wins_clumpy"]["ours"] == 1.0
+    assert e["baseline_sersic_chi2_auc_clumpy_vs_twin"]["ours"] == 1.0

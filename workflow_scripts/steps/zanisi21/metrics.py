@@ -31,7 +31,7 @@ def main(snakemake: Any, log: Any) -> None:
         normal, anomalies = (pd.read_parquet(p) for p in snakemake.input.anomaly_scores)
         found = anomaly_metrics(normal, anomalies, anom, seed=snakemake.params.seed)
         metrics["entries"] += found.pop("entries")
-        metrics["side_by_side"] = {"anomalies": found.pop("side_by_side")}
+        metrics.setdefault("side_by_side", {})["anomalies"] = found.pop("side_by_side")
         metrics["anomalies"] = {**found,
                                 "stamps": json.loads(open(snakemake.input.anomaly_stamps).read()).get("counts")}
     validate_metrics(metrics, snakemake.output.metrics)

@@ -156,6 +156,8 @@ def compute_metrics(tables: Mapping[str, pd.DataFrame], study: Mapping[str, Any]
     entries += paired["entries"]["clumpy"] + paired["entries"]["wins"]
     shared = shared_entries(real, other, arch, what_other) if "llr_shared" in real.columns else {}
     entries += shared.pop("entries", [])
+    baselines = baseline_entries(real, other, what_other)
+    entries += baselines.pop("entries")
     detail = {"aucs": {"llr": auc_llr, "llr_perturbed": auc_llr_p, "likelihood": auc_lik,
                        "llr_clumpy_only": clumpy["auc"], "ceiling": ceiling},
               "background": {"llr": bg, "llr_perturbed": bg_p, "logp": bg_logp, "pixels": bg_pix},
@@ -171,7 +173,74 @@ def compute_metrics(tables: Mapping[str, pd.DataFrame], study: Mapping[str, Any]
     if shared:
         detail["shared"] = shared
         detail["aucs"]["llr_shared"] = shared["auc"]
+    detail["baselines"] = baselines
+    detail["side_by_side"] = {"clump-free twin": twin_rows(real, other, what_other)}
     return {"study": "zanisi21", "entries": entries, **detail}, table
+
+
+#: ours: the referee's baselines without learning, statistics of the statmorph fit that makes the archetypes (native
+#: pixels): column -> name. Like the LLR, a low value flags the twin (clumps raise both).
+BASELINES = {"sersic_chi2_dof": "chi2/dof of the single-Sersic fit", "smoothness": "CAS smoothness (clumpiness) S"}
+#: the headline entry id of each baseline (the others stay in the detail and the side-by-side table)
+BASELINE_ENTRY = {"sersic_chi2_dof": "sersic_chi2"}
+#: the scores of the side-by-side table of flagging the twin: column -> detector (a low value flags the twin)
+TWIN_DETECTORS = {"llr": "PixelCNN LLR, archetype denominator", "llr_perturbed": "PixelCNN LLR, Ren+19 denominator",
+                  "llr_shared": "PixelCNN LLR, one model conditioned on the set, ours",
+                  "logp_real": "PixelCNN log p of the real-galaxy model",
+                  **{k: f"{v}, no learning" for k, v in BASELINES.items()}}
+
+
+def _fitted(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``table`` with ``column`` NaN where the statmorph fit is not usable (``ok`` False)."""
+    out = table.copy()
+    if "ok" in out.columns:
+        out[column] = out[column].where(out["ok"].fillna(False).astype(bool))
+    return out
+
+
+def twin_rows(real: pd.DataFrame, other: pd.DataFrame, what_other: str) -> list[dict[str, Any]]:
+    """Rows of the scorecard's side-by-side table of flagging ``what_other``: per detector (:data:`TWIN_DETECTORS`
+    present in both tables) the AUC over all held-out galaxies, over those with clumps, and the paired wins."""
+    rows = []
+    for col, name in TWIN_DETECTORS.items():
+        if col not in real.columns or col not in other.columns:
+            continue
+        r, o = (_fitted(real, col), _fitted(other, col)) if col in BASELINES else (real, other)
+        n = int(min(np.isfinite(r[col].to_numpy(float)).sum(), np.isfinite(o[col].to_numpy(float)).sum()))
+        row = {"detector": f"{name} (low flags)", "scored": f"{n} held-out galaxies and {what_other}",
+               "auc": ood_auc(-r[col], -o[col])}
+        if "truth_clump_frac" in real.columns:
+            row["auc_clumpy_vs_twin"] = clumpy_auc(r, o, col)["auc"]
+            row["paired_wins_clumpy"] = paired_wins(r, o, col)["fraction"]
+        rows.append(row)
+    return rows
+
+
+def baseline_entries(real: pd.DataFrame, other: pd.DataFrame, what_other: str) -> dict[str, Any]:
+    """Ours: the referee's baselines (:data:`BASELINES`) judged as the LLR is; entries for those in
+    :data:`BASELINE_ENTRY` (``baseline_{id}_auc_smooth_vs_real``, ``_auc_clumpy_vs_twin``, ``_paired_wins_clumpy``)
+    and the numbers of every one."""
+    out: dict[str, Any] = {"entries": []}
+    for col, name in BASELINES.items():
+        if col not in real.columns or col not in other.columns:
+            continue
+        r, o = _fitted(real, col), _fitted(other, col)
+        auc, clumpy, wins = ood_auc(-r[col], -o[col]), clumpy_auc(r, o, col), paired_wins(r, o, col)
+        out[col] = {"auc": auc, "auc_clumpy_only": clumpy["auc"], "paired_wins": wins}
+        if col not in BASELINE_ENTRY:
+            continue
+        lead = f"ours, the baseline without learning: the {name} (statmorph, native pixels), "
+        key = f"baseline_{BASELINE_ENTRY[col]}"
+        out["entries"].append(entry(f"{key}_auc_smooth_vs_real", lead + f"AUC of flagging {what_other} by its low "
+                                    "value", None, auc, "", None, None))
+        if clumpy["auc"] is not None:
+            out["entries"].append(entry(f"{key}_auc_clumpy_vs_twin", lead + f"the AUC over the {clumpy['n']} held-out "
+                                        "galaxies with clumps and their twins", None, clumpy["auc"], "", None, None))
+        if wins["fraction"] is not None:
+            out["entries"].append(entry(f"{key}_paired_wins_clumpy", lead + f"fraction of the {wins['n']} held-out "
+                                        f"galaxies with clumps whose value exceeds their own twin's (sign test p "
+                                        f"{wins['p']:.2g})", None, wins["fraction"], "fraction", None, None))
+    return out
 
 
 #: the lead of the shared model's entry descriptions
@@ -299,6 +368,6 @@ def anomaly_metrics(normal: pd.DataFrame, anomalies: pd.DataFrame, settings: Map
     return out
 
 
-__all__ = ["ANOMALY_DETECTORS", "BIN_COLUMNS", "anomaly_metrics", "anomaly_sample", "auc_ceiling", "clump_correlation",
-           "clumpy_auc", "compute_metrics", "paired_truth_entries", "paired_wins", "plural", "shared_entries",
-           "with_morphology"]
+__all__ = ["ANOMALY_DETECTORS", "BASELINES", "BIN_COLUMNS", "TWIN_DETECTORS", "anomaly_metrics", "anomaly_sample",
+           "auc_ceiling", "baseline_entries", "clump_correlation", "clumpy_auc", "compute_metrics",
+           "paired_truth_entries", "paired_wins", "plural", "shared_entries", "twin_rows", "with_morphology"]
