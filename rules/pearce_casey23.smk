@@ -201,7 +201,8 @@ rule pearce_casey23_sed:
     output:
         table=f"{PC23_DIR}/sed_errors.parquet",
     params:
-        study=config_slice("pearce_casey23", "input_bands", "output_bands", "aperture_radius_px", "baseline"),
+        study=config_slice("pearce_casey23", "input_bands", "output_bands", "aperture_radius_px", "core_radius_px",
+                           "baseline"),
         seed=config["seed"],
         code=code_version("steps/pearce_casey23/sed.py"),
         lineage=PC23_LINEAGE,

@@ -231,6 +231,10 @@ def test_config_checks_name_the_bad_key():
     bad["pearce_casey23"]["fields"] = ["nircam9"]
     with pytest.raises(ConfigError, match="nircam9"):
         validate_config(bad)
+    bad = copy.deepcopy(config)
+    bad["pearce_casey23"]["core_radius_px"] = 12
+    with pytest.raises(ConfigError, match="core_radius_px = 12 must be smaller than aperture_radius_px"):
+        validate_config(bad)
 
 
 def test_missing_band_and_nan_cutouts_are_refused_naming_the_file(tmp_path):
@@ -324,3 +328,63 @@ def test_calibration_takes_out_the_bias_measured_on_the_training_set():
                        min_count=3)
     assert sed.bias_at(tab, np.array([19.0, 20.2, 21.2, 23.0])) == pytest.approx([1.0, 1.0, 2.0, 2.0])
     assert sed.bias_at(sed.fit_bias(np.array([20.0]), np.array([1.0])), np.array([20.0])) == pytest.approx([0.0])
+
+
+def _cored_set(n, core_share, label, size=41):
+    """Gaussian galaxies (sigma 4 px) alike in every band; the LW bands put ``core_share`` of their flux in a compact
+    core (sigma 1 px) at the centre; and the "cGAN" prediction: the LW flux drawn with the SW morphology."""
+    bands = ["F115W", "F150W", "F200W", "F277W", "F356W", "F444W"]
+    yy, xx = np.mgrid[:size, :size]
+    c = size // 2
+
+    def gauss(s):
+        g = np.exp(-((xx - c) ** 2 + (yy - c) ** 2) / (2 * s**2))
+        return g / g.sum()
+    body, core = gauss(4.0), gauss(1.0)
+    lw = (1 - core_share) * body + core_share * core
+    cube = np.stack([body, body, body, lw, lw, lw])[None].repeat(n, axis=0).astype(np.float32) * 100.0
+    table = pd.DataFrame({"id": np.arange(n), "label": label, "xc": float(c), "yc": float(c),
+                          **{f"mag_{b}": 24.0 for b in bands}})
+    true = CutoutSet(cube=cube, bands=bands, table=table, pixel_scale=0.03, zeropoints=[ZP] * 6)
+    pred = CutoutSet(cube=cube[:, :3].copy(), bands=bands[3:], table=table, pixel_scale=0.03, zeropoints=[ZP] * 3)
+    return true, pred
+
+
+def test_core_fractions_of_a_gaussian_and_the_core_excess_of_a_red_core():
+    true, pred = _cored_set(2, 0.0, "normal")
+    frac = sed.core_fractions(true.cube, np.array([20.0, 20.0]), np.array([20.0, 20.0]), 3.3, 10.0)
+    want = (1 - np.exp(-3.3**2 / 32)) / (1 - np.exp(-10.0**2 / 32))        # a Gaussian of sigma 4 px
+    assert np.allclose(frac, want, rtol=0.01)
+    with pytest.raises(PipelineError, match="core radius"):
+        sed.core_fractions(true.cube, np.array([20.0]), np.array([20.0]), 10.0, 10.0)
+    scores = {}
+    for share, label in ((0.0, "normal"), (0.3, "merger")):
+        t, p = _cored_set(3, share, label)
+        xy = t.table["xc"].to_numpy(float)
+        scores[label] = sed.core_scores(t.cube, p.cube, xy, xy, [0, 1, 2], [3, 4, 5], 3.3, 10.0)
+    assert np.allclose(scores["normal"].to_numpy(), 0.0, atol=1e-6)          # no colour structure: nothing flagged
+    red = scores["merger"]
+    # the LW core fraction of the body (sigma 4) plus the core (sigma 1, 30 % of the light), less the body's alone
+    def enclosed(r, s):
+        return 1 - np.exp(-r**2 / (2 * s**2))
+    lw = (0.7 * enclosed(3.3, 4) + 0.3 * enclosed(3.3, 1)) / (0.7 * enclosed(10, 4) + 0.3 * enclosed(10, 1))
+    assert np.allclose(red["cgan_core_excess"], lw - want, rtol=0.03)
+    assert np.allclose(red["gradient_core_excess"], red["cgan_core_excess"])
+
+
+def test_the_core_detectors_reach_the_metrics_and_the_side_by_side_table():
+    rng = np.random.default_rng(13)
+    table = _table(rng)
+    n = len(table)
+    is_merger = table["label"].eq("merger").to_numpy()
+    table["cgan_core_excess"] = rng.normal(0, 0.01, n) + 0.1 * is_merger
+    table["gradient_core_excess"] = rng.normal(0, 0.01, n)
+    metrics = compute_metrics(table, STUDY, seed=1)
+    validate_metrics(metrics, "metrics.json")
+    e = {x["id"]: x for x in metrics["entries"]}
+    assert e["merger_auc_core"]["ours"] > 0.99 and 0.3 < e["merger_auc_gradient"]["ours"] < 0.7
+    assert {"ero_auc_core", "ero_auc_gradient"} <= set(e)
+    rows = {r["detector"]: r for r in metrics["side_by_side"]["anomalies"]}
+    assert rows["cGAN LW core excess, true - predicted, ours (high flags)"]["merger_auc"] > 0.99
+    plain = compute_metrics(_table(np.random.default_rng(13)), STUDY, seed=1)
+    assert "merger_auc_core" not in {x["id"] for x in plain["entries"]} and "core" not in plain

@@ -61,7 +61,9 @@ def main(snakemake: Any, log: Any) -> None:
         figs.sed_panel(row, inb, outb, zps, *out, f"SED of the brightest {cls} (id {row['id']})")
     elif which == "roc":
         metrics = json.loads(open(snakemake.input.metrics).read())
-        aucs = {m: {c: metrics[m]["auc"][c]["auc"] for c in ("merger", "ero")} for m in ("cgan", "baseline")}
+        aucs = {f"{m}_sed_error": {c: metrics[m]["auc"][c]["auc"] for c in ("merger", "ero")}
+                for m in ("cgan", "baseline")}
+        aucs.update({col: {c: v[c]["auc"] for c in ("merger", "ero")} for col, v in metrics.get("core", {}).items()})
         figs.roc_figure(g["normal"], {"merger": g["merger"], "ero": g["ero"]}, aucs, *out)
     else:
         raise FigureError(f"unknown figure rule {snakemake.rule}")

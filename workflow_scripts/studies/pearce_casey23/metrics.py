@@ -25,6 +25,11 @@ CALIBRATED = "cgan_calibrated"
 #: the detectors' names in the scorecard's side-by-side table of anomaly detectors
 SIDE_NAMES = {"cgan": "cGAN LW SED error", "baseline": "photometry-only baseline LW SED error",
               CALIBRATED: "cGAN LW SED error, bias-calibrated"}
+#: ours, beyond the paper: colour structure inside the aperture (:mod:`.sed`, "core excess"), column -> name
+CORE_DETECTORS = {"cgan_core_excess": "cGAN LW core excess, true - predicted, ours",
+                  "gradient_core_excess": "LW - SW core share, no learning, ours"}
+#: their headline entry ids, per class
+CORE_ENTRIES = {"cgan_core_excess": "core", "gradient_core_excess": "gradient"}
 
 
 def normal_label(table: pd.DataFrame) -> np.ndarray:
@@ -112,7 +117,42 @@ def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) ->
              **{f"{cls}_auc": detail[m]["auc"][cls]["auc"] for cls in ("merger", "ero")},
              **{f"{cls}_auc_mag_matched": detail[m]["auc"][cls]["mag_matched"] for cls in ("merger", "ero")}}
             for m in methods]
+    core = core_metrics(g, band, seed, scored)
+    entries += core.pop("entries")
+    side += core.pop("side_by_side")
+    if core:
+        detail["core"] = core
     return {"study": "pearce_casey23", "entries": entries, "side_by_side": {"anomalies": side}, **detail}
 
 
-__all__ = ["CALIBRATED", "METHODS", "compute_metrics", "groups", "normal_label"]
+def core_metrics(g: Mapping[str, pd.DataFrame], band: str, seed: int, scored: str) -> dict[str, Any]:
+    """Ours: the core-excess detectors (:data:`CORE_DETECTORS`, present in the table) ranked as the SED errors are:
+    entries ``{merger,ero}_auc_{core,gradient}``, side-by-side rows, and per detector the AUCs."""
+    out: dict[str, Any] = {"entries": [], "side_by_side": []}
+    for col, name in CORE_DETECTORS.items():
+        if col not in g["normal"].columns:
+            continue
+        row: dict[str, Any] = {"detector": f"{name} (high flags)", "scored": scored}
+        out[col] = {}
+        for cls in ("merger", "ero"):
+            pos, neg = g[cls][col].to_numpy(float), g["normal"][col].to_numpy(float)
+            a = auc(pos, neg)
+            lo, hi = bootstrap_auc(pos, neg, seed, N_BOOTSTRAP)
+            matched, _, _ = matched_auc(pos, g[cls][f"mag_{band}"], neg, g["normal"][f"mag_{band}"], MAG_MATCH_WIDTH)
+            out[col][cls] = {"auc": a, "p16": lo, "p84": hi, "mag_matched": matched}
+            row[f"{cls}_auc"], row[f"{cls}_auc_mag_matched"] = a, matched
+            what = name.removesuffix(", ours")
+            out["entries"].append(entry(
+                f"{cls}_auc_{CORE_ENTRIES[col]}", f"ours, beyond the paper: ROC AUC of the {what}, {plural(cls)} vs "
+                f"normal validation galaxies (68 % bootstrap interval {lo:.2f}-{hi:.2f}; {matched:.2f} "
+                "magnitude-matched)", None, a, "", None, None))
+        out["side_by_side"].append(row)
+    return out
+
+
+def plural(cls: str) -> str:
+    return {"ero": "EROs", "merger": "mergers"}.get(cls, cls + "s")
+
+
+__all__ = ["CALIBRATED", "CORE_DETECTORS", "METHODS", "compute_metrics", "core_metrics", "groups", "normal_label",
+           "plural"]

@@ -14,6 +14,13 @@ photometry-only baseline.
   cutouts (median ``delta_mag`` per output band in bins of that band's observed magnitude, :func:`fit_bias`), is
   taken out of its predictions (:func:`calibrate`); scored as ``cgan_calibrated_*``. Only normal galaxies (no
   anomaly is ever in training) set the correction, so it cannot learn what an anomaly looks like.
+* Core excess (ours, beyond the paper): the aperture SED error sees only the total flux in the aperture, so colour
+  *structure* inside it (a red core in a bluer galaxy) is invisible to it. Per band the core fraction
+  ``c = F(r < core_radius_px) / F(r < aperture_radius_px)`` (sep.sum_circle at the source position, the
+  PSF-matched cutouts); ``cgan_core_excess`` = mean over the output bands of ``c_true - c_predicted`` (the cGAN,
+  asked to draw the LW light from the SW morphology, misses a core that only the LW bands have), and, the baseline
+  without learning, ``gradient_core_excess`` = mean ``c_true`` over the output bands - mean ``c_true`` over the
+  input bands (the same colour gradient measured directly).
 * Ranking: ROC AUC of a score separating an anomaly class (mergers, EROs) from the normal validation galaxies.
 """
 
@@ -45,6 +52,29 @@ def stamp_fluxes(cube: np.ndarray, xc: np.ndarray, yc: np.ndarray, radius_px: fl
             f, _, _ = aperture_fluxes(cube[i, b], ones, np.array([xc[i]]), np.array([yc[i]]), radius_px)
             out[i, b] = f[0]
     return out
+
+
+def core_fractions(cube: np.ndarray, xc: np.ndarray, yc: np.ndarray, core_px: float,
+                   radius_px: float) -> np.ndarray:
+    """(N, bands) share of each band's aperture flux (radius ``radius_px``) inside ``core_px`` of ``(xc, yc)``;
+    NaN where the aperture flux is not positive."""
+    if not 0 < core_px < radius_px:
+        raise StudyError(f"the core radius ({core_px} px) must be positive and inside the aperture ({radius_px} px)")
+    inner, outer = stamp_fluxes(cube, xc, yc, core_px), stamp_fluxes(cube, xc, yc, radius_px)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(outer > 0, inner / outer, np.nan)
+
+
+def core_scores(true_cube: np.ndarray, pred_cube: np.ndarray, xc: np.ndarray, yc: np.ndarray,
+                input_index: Sequence[int], output_index: Sequence[int], core_px: float,
+                radius_px: float) -> pd.DataFrame:
+    """``cgan_core_excess`` and ``gradient_core_excess`` per object (see the module docstring): ``true_cube`` holds
+    every band (indices ``input_index``, ``output_index``), ``pred_cube`` the predicted output bands in order."""
+    c_true = core_fractions(true_cube, xc, yc, core_px, radius_px)
+    c_pred = core_fractions(pred_cube, xc, yc, core_px, radius_px)
+    out_true, in_true = c_true[:, list(output_index)], c_true[:, list(input_index)]
+    return pd.DataFrame({"cgan_core_excess": np.mean(out_true - c_pred, axis=1),
+                         "gradient_core_excess": out_true.mean(axis=1) - in_true.mean(axis=1)})
 
 
 def floored_mag(flux: np.ndarray, err: np.ndarray, zeropoint: float | np.ndarray) -> np.ndarray:
@@ -185,6 +215,7 @@ def score_sets(study: Mapping[str, Any], train: CutoutSet, sets: Mapping[str, tu
     zp_out = [zps[b] for b in outb]
     models = fit_baseline(train.table, inb, outb, zps, study["baseline"], seed)
     radius = float(study["aperture_radius_px"])
+    core = study.get("core_radius_px")
     tables = bias_tables(train, train_pred, outb, zp_out, radius) if train_pred is not None else None
     if tables is not None:
         log.info("cGAN bias on its training cutouts (median dmag by magnitude): %s",
@@ -201,7 +232,12 @@ def score_sets(study: Mapping[str, Any], train: CutoutSet, sets: Mapping[str, tu
             bl = pd.concat([bl, cal.add_prefix("cgan_calibrated_")], axis=1)
         keep = [c for c in table.columns if c in ("id", "field", "label", "ra", "dec", "x", "y", "xc", "yc")
                 or c.startswith(("mag_", "flux_", "fluxerr_", "truth_mag_")) or c in ("barro_ero", "pair_id")]
-        part = pd.concat([table[keep].reset_index(drop=True), cg, bl], axis=1)
+        parts = [table[keep].reset_index(drop=True), cg, bl]
+        if core:
+            parts.append(core_scores(true_cs.cube, pred_cs.cube, table["xc"].to_numpy(float),
+                                     table["yc"].to_numpy(float), [true_cs.band_index(b) for b in inb],
+                                     [true_cs.band_index(b) for b in outb], float(core), radius))
+        part = pd.concat(parts, axis=1)
         for i, b in enumerate(outb):
             part[f"pred_flux_{b}"], part[f"baseline_flux_{b}"] = pred[:, i], base[:, i]
         part.insert(0, "set", name)
@@ -210,5 +246,5 @@ def score_sets(study: Mapping[str, Any], train: CutoutSet, sets: Mapping[str, tu
 
 
 # ------------------------------------------------------------------------------------------------- ranking
-__all__ = ["auc", "baseline_fluxes", "bias_at", "bias_tables", "calibrate", "fit_baseline", "fit_bias", "floored_mag",
-           "roc_curve", "score_sets", "sed_errors", "stamp_fluxes"]
+__all__ = ["auc", "baseline_fluxes", "bias_at", "bias_tables", "calibrate", "core_fractions", "core_scores",
+           "fit_baseline", "fit_bias", "floored_mag", "roc_curve", "score_sets", "sed_errors", "stamp_fluxes"]

@@ -44,3 +44,7 @@ def check(config: Mapping[str, Any]) -> None:
     if 2 * study["aperture_radius_px"] >= study["cutout_size"]:
         raise ConfigError(f"config: pearce_casey23.aperture_radius_px = {study['aperture_radius_px']} does not fit in "
                           f"a {study['cutout_size']} px cutout")
+    core = study.get("core_radius_px")
+    if core is not None and not core < study["aperture_radius_px"]:
+        raise ConfigError(f"config: pearce_casey23.core_radius_px = {core} must be smaller than aperture_radius_px = "
+                          f"{study['aperture_radius_px']}")
