@@ -67,6 +67,10 @@ def test_ebv_draws_follow_the_config_and_keep_the_stream_use_fixed():
     # E(B-V) / (1 - B/T) of the others is exponential with the configured mean (the tail above 0.5 excluded)
     scaled = ebv[disk & (bt < 0.5)] / (1 - bt[disk & (bt < 0.5)])
     assert np.median(scaled) == pytest.approx(0.2 * np.log(2), rel=0.1)
+    # the stream's use does not depend on the values: with no disk dust the dusty galaxies are the same ones
+    none = draw_ebv(np.random.default_rng(2), bt, DustConfig(ebv_mean=0.0, dusty_share=0.1, dusty_ebv=(0.5, 1.2)))
+    chosen = none > 0
+    assert 0.08 < chosen.mean() < 0.12 and np.array_equal(none[chosen], ebv[chosen])
     # a pure bulge that is not dusty has no dust
     assert (draw_ebv(np.random.default_rng(3), np.ones(50), DustConfig(ebv_mean=0.3)) == 0).all()
     assert (draw_ebv(None, bt[:10], None) == 0).all()

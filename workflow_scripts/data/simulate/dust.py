@@ -91,7 +91,7 @@ def draw_ebv(rng: np.random.Generator | None, bulge_frac: np.ndarray, spec: Dust
         return np.zeros(n)
     if rng is None:
         raise ValueError("dust is configured but no dust random stream was given")
-    disk = (1.0 - bt) * rng.exponential(spec.ebv_mean, size=n) if spec.ebv_mean > 0 else np.zeros(n)
+    disk = (1.0 - bt) * rng.exponential(spec.ebv_mean, size=n)     # scale 0 draws zeros, and still draws
     dusty = rng.uniform(*spec.dusty_ebv, size=n)
     is_dusty = rng.uniform(size=n) < spec.dusty_share
     return np.where(is_dusty, dusty, disk)
