@@ -50,7 +50,8 @@ if ZA21_ANOM:
     ZA21_ANOM_SURVEY = SURVEYS[ZA21_ANOM["survey"]]
     ZA21_CHAINS["anomaly_"] = dict(
         dir=ZA21_ANOM_DIR, survey=ZA21_ANOM_SURVEY, fields=list(ZA21_ANOM.get("fields") or ZA21_ANOM_SURVEY.fields),
-        band=ZA21_ANOM["band"], lineage=lineage(ZA21_ANOM_SURVEY.name), fit_sets=["real_train", "real_test"],
+        band=ZA21_ANOM["band"], lineage=lineage(ZA21_ANOM_SURVEY.name),
+        fit_sets=["real_train", "real_test", "anomalies"],   # the anomalies' fits: the chi2 baseline of the metrics
         models=["real", "archetype", "perturbed"], scored=ZA21_ANOM_SETS)
 # the metrics descend from every survey the study reads
 ZA21_ALL_LINEAGE = lineage(*sorted({c["survey"].name for c in ZA21_CHAINS.values()} | {ZA21_OTHER.name}))
@@ -319,6 +320,7 @@ rule zanisi21_metrics:
         stamps=rules.zanisi21_stamps.output.summary,
         archetypes=rules.zanisi21_archetypes.output.summary,
         **({"anomaly_scores": [f"{ZA21_ANOM_DIR}/scores_{s}.parquet" for s in ZA21_ANOM_SETS],
+            "anomaly_morphology": [f"{ZA21_ANOM_DIR}/morphology_{s}.parquet" for s in ZA21_ANOM_SETS],
             "anomaly_stamps": f"{ZA21_ANOM_DIR}/stamps.json"} if ZA21_ANOM else {}),
     output:
         metrics=f"{ZA21_DIR}/metrics.json",

@@ -421,6 +421,19 @@ def test_anomaly_aucs_recover_an_injected_separation_in_the_bright_sample():
     assert found["auc"]["llr"]["merger"]["mag_matched"] == pytest.approx(found["auc"]["llr"]["merger"]["auc"])
     assert found["auc"]["llr"]["merger"]["mag_matched_n"] == [n, n]
     assert "F444W 18 <= mag < 26" in found["sample"]
+    # the fits' baseline (a high chi2/dof flags), failed fits left out of both the AUC and the counts
+    for t, mean in ((normal, 1.0), (anomalies, 1.0)):
+        t["sersic_chi2_dof"] = rng.normal(mean, 0.1, len(t)) + 1.0 * t["label"].eq("merger").to_numpy()
+        t["ok"] = rng.uniform(size=len(t)) > 0.2
+        t.loc[~t["ok"], "sersic_chi2_dof"] = 1e6
+    found = anomaly_metrics(normal, anomalies, settings, seed=1, n_boot=50)
+    assert found["auc"]["sersic_chi2_dof"]["merger"]["auc"] > 0.99
+    assert found["auc"]["sersic_chi2_dof"]["ero"]["auc"] == pytest.approx(0.5, abs=0.03)
+    row = found["side_by_side"][-1]
+    assert row["detector"] == "chi2/dof of the single-Sersic fit, no learning (high flags)"
+    kept = int(normal.loc[normal["mag_F444W"] < 26, "ok"].sum())
+    assert row["scored"].startswith(f"{kept} held-out normal galaxies") and "failed fits left out" in row["scored"]
+    assert [e["id"] for e in found["entries"]][-2:] == ["anomaly_ero_auc_sersic_chi2", "anomaly_merger_auc_sersic_chi2"]
 
 
 @pytest.mark.parametrize("change, message", [

@@ -29,6 +29,9 @@ def main(snakemake: Any, log: Any) -> None:
     anom = snakemake.params.anomalies
     if anom:  # ours: the anomaly study's mergers and EROs scored by the same likelihoods
         normal, anomalies = (pd.read_parquet(p) for p in snakemake.input.anomaly_scores)
+        if "anomaly_morphology" in snakemake.input.keys():    # the Sersic fits' baseline beside the likelihoods
+            normal, anomalies = (with_morphology(t, pd.read_parquet(p), anom["band"])
+                                 for t, p in zip((normal, anomalies), snakemake.input.anomaly_morphology))
         found = anomaly_metrics(normal, anomalies, anom, seed=snakemake.params.seed)
         metrics["entries"] += found.pop("entries")
         metrics.setdefault("side_by_side", {})["anomalies"] = found.pop("side_by_side")

@@ -303,8 +303,22 @@ def shared_entries(real: pd.DataFrame, other: pd.DataFrame, arch: pd.DataFrame, 
 #: (column of the scored tables -> name); a low value flags, as for the clump-free set
 ANOMALY_DETECTORS = {"llr": "LLR, archetype denominator", "llr_perturbed": "LLR, Ren+19 perturbation denominator",
                      "logp_real": "log p of the real-galaxy PixelCNN"}
+#: the referee's baseline beside them (when the scored sets were fitted): a high chi2/dof of the single-Sersic fit
+ANOMALY_BASELINE = "chi2/dof of the single-Sersic fit, no learning"
 #: the headline entry id of each detector (the rest stay in the detail and the scorecard's side-by-side table)
-ANOMALY_ENTRY = {"llr": "llr", "logp_real": "likelihood"}
+ANOMALY_ENTRY = {"llr": "llr", "logp_real": "likelihood", "sersic_chi2_dof": "sersic_chi2"}
+
+
+def _usable(table: pd.DataFrame, col: str) -> np.ndarray:
+    """``table[col]`` as floats, NaN where a statmorph fit is not usable (``ok`` False, when the column exists)."""
+    v = table[col].to_numpy(float).copy()
+    if col in BASELINES and "ok" in table.columns:
+        v[~table["ok"].fillna(False).astype(bool).to_numpy()] = np.nan
+    return v
+
+
+def _finite_counts(normal: pd.DataFrame, groups: Mapping[str, pd.DataFrame], col: str) -> dict[str, int]:
+    return {k: int(np.isfinite(_usable(t, col)).sum()) for k, t in {"normal": normal, **groups}.items()}
 
 
 def plural(label: str) -> str:
@@ -344,12 +358,18 @@ def anomaly_metrics(normal: pd.DataFrame, anomalies: pd.DataFrame, settings: Map
     out: dict[str, Any] = {"n": n, "sample": sample, "auc": {}, "entries": [], "side_by_side": []}
     out["median_mag"] = {k: float(np.nanmedian(t["mag"])) if len(t) else None
                          for k, t in {"normal": normal, **groups}.items()}
-    for col, name in ANOMALY_DETECTORS.items():
-        row: dict[str, Any] = {"detector": f"PixelCNN {name} (low flags)",
-                               "scored": f"{n['normal']} held-out normal galaxies, "
-                                         + ", ".join(f"{n[lab]} {plural(lab)}" for lab in labels) + f"; {sample}"}
+    detectors = [(col, f"PixelCNN {name}", -1.0) for col, name in ANOMALY_DETECTORS.items()]
+    if "sersic_chi2_dof" in normal.columns and "sersic_chi2_dof" in anomalies.columns:   # the fits' baseline
+        detectors.append(("sersic_chi2_dof", ANOMALY_BASELINE, 1.0))
+    for col, name, sign in detectors:
+        lo_hi = "low" if sign < 0 else "high"
+        counts = _finite_counts(normal, groups, col) if sign > 0 else n
+        row: dict[str, Any] = {"detector": f"{name} ({lo_hi} flags)",
+                               "scored": f"{counts['normal']} held-out normal galaxies, "
+                                         + ", ".join(f"{counts[lab]} {plural(lab)}" for lab in labels)
+                                         + f"; {sample}" + ("; failed fits left out" if sign > 0 else "")}
         for lab, g in groups.items():
-            pos, neg = -g[col].to_numpy(float), -normal[col].to_numpy(float)
+            pos, neg = sign * _usable(g, col), sign * _usable(normal, col)
             a = roc_auc(pos, neg)
             p16, p84 = bootstrap_auc(pos, neg, seed, n_boot)
             matched, n_pos, n_neg = matched_auc(pos, g["mag"], neg, normal["mag"], MAG_MATCH_WIDTH)
@@ -360,10 +380,11 @@ def anomaly_metrics(normal: pd.DataFrame, anomalies: pd.DataFrame, settings: Map
             if col in ANOMALY_ENTRY:
                 out["entries"].append(entry(
                     f"anomaly_{lab}_auc_{ANOMALY_ENTRY[col]}",
-                    f"ours, beyond the paper: AUC of flagging the anomaly study's {n[lab]} {plural(lab)} against "
-                    f"{n['normal']} held-out normal galaxies by a low {name} ({sample}; 68 % bootstrap interval "
-                    f"{p16:.2f}-{p84:.2f}; {matched:.2f} with the normal galaxies re-weighted to their "
-                    "magnitudes); the cGAN's beside it in the scorecard", None, a, "", None, None))
+                    f"ours, beyond the paper: AUC of flagging the anomaly study's {counts[lab]} {plural(lab)} "
+                    f"against {counts['normal']} held-out normal galaxies by a {lo_hi} {name.removeprefix('PixelCNN ')}"
+                    f" ({sample}; 68 % bootstrap interval {p16:.2f}-{p84:.2f}; {matched:.2f} with the normal "
+                    "galaxies re-weighted to their magnitudes); the cGAN's beside it in the scorecard", None, a, "",
+                    None, None))
         out["side_by_side"].append(row)
     return out
 
