@@ -27,7 +27,7 @@ import numpy as np
 from workflow_scripts.errors import PipelineError
 
 __all__ = ["ENTRY_FIELDS", "MAG_MATCH_WIDTH", "MetricsError", "bootstrap_auc", "entry", "check_entry", "matched_auc",
-           "roc_auc", "roc_points", "validate_metrics"]
+           "plural_label", "ranked_auc", "roc_auc", "roc_points", "validate_metrics"]
 
 #: the fields of a headline entry, in the order they are written
 ENTRY_FIELDS = ("id", "what", "paper", "ours", "unit", "goal", "holds")
@@ -178,6 +178,20 @@ def bootstrap_auc(pos: Any, neg: Any, seed: int, n: int = 500) -> tuple[float, f
     draws = [roc_auc(rng.choice(pos, pos.size), rng.choice(neg, neg.size)) for _ in range(n)]
     lo, hi = np.nanpercentile(draws, [16, 84])
     return float(lo), float(hi)
+
+
+def ranked_auc(pos: Any, neg: Any, pos_mag: Any, neg_mag: Any, seed: int, n_boot: int = 500) -> dict[str, Any]:
+    """A detector's ranking of ``pos`` above ``neg`` as both anomaly studies report it: ``auc``, its 68 % bootstrap
+    interval ``p16``/``p84`` (:func:`bootstrap_auc`), and ``mag_matched`` (:func:`matched_auc` in bins of
+    :data:`MAG_MATCH_WIDTH` of the magnitudes) with ``mag_matched_n`` (positives, negatives used)."""
+    p16, p84 = bootstrap_auc(pos, neg, seed, n_boot)
+    matched, n_pos, n_neg = matched_auc(pos, pos_mag, neg, neg_mag, MAG_MATCH_WIDTH)
+    return {"auc": roc_auc(pos, neg), "p16": p16, "p84": p84, "mag_matched": matched, "mag_matched_n": [n_pos, n_neg]}
+
+
+def plural_label(label: str) -> str:
+    """An anomaly label as a plural noun for text and figures (ero -> EROs, merger -> mergers)."""
+    return "EROs" if label.lower() == "ero" else f"{label}s"
 
 
 def roc_points(pos: Any, neg: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.metrics import MAG_MATCH_WIDTH, bootstrap_auc, entry, matched_auc
+from workflow_scripts.metrics import entry, plural_label, ranked_auc
 from workflow_scripts.studies.pearce_casey23.paper import GOALS, PAPER_STATEMENTS
 from workflow_scripts.studies.pearce_casey23.sed import auc
 
@@ -61,12 +61,10 @@ def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) ->
         detail[m] = {"sed_error_median": {k: float(np.median(v[col])) if len(v) else None for k, v in g.items()},
                      "auc": {}, "auc_chi2": {}}
         for cls in ("ero", "merger"):
-            a = auc(g[cls][col].to_numpy(), g["normal"][col].to_numpy())
-            lo, hi = bootstrap_auc(g[cls][col].to_numpy(), g["normal"][col].to_numpy(), seed, N_BOOTSTRAP)
-            # the normal galaxies re-weighted to the class's magnitudes (as the likelihood study's detectors)
-            matched, _, _ = matched_auc(g[cls][col], g[cls][f"mag_{band}"], g["normal"][col],
-                                        g["normal"][f"mag_{band}"], MAG_MATCH_WIDTH)
-            detail[m]["auc"][cls] = {"auc": a, "p16": lo, "p84": hi, "mag_matched": matched}
+            # with the normal galaxies re-weighted to the class's magnitudes (as the likelihood study's detectors)
+            r = ranked_auc(g[cls][col].to_numpy(), g["normal"][col].to_numpy(), g[cls][f"mag_{band}"],
+                           g["normal"][f"mag_{band}"], seed, N_BOOTSTRAP)
+            detail[m]["auc"][cls] = {k: r[k] for k in ("auc", "p16", "p84", "mag_matched")}
             detail[m]["auc_chi2"][cls] = auc(g[cls][f"{m}_chi2"].to_numpy(), g["normal"][f"{m}_chi2"].to_numpy())
         per_band = {}
         for b in study["output_bands"]:
@@ -135,24 +133,17 @@ def core_metrics(g: Mapping[str, pd.DataFrame], band: str, seed: int, scored: st
         row: dict[str, Any] = {"detector": f"{name} (high flags)", "scored": scored}
         out[col] = {}
         for cls in ("merger", "ero"):
-            pos, neg = g[cls][col].to_numpy(float), g["normal"][col].to_numpy(float)
-            a = auc(pos, neg)
-            lo, hi = bootstrap_auc(pos, neg, seed, N_BOOTSTRAP)
-            matched, _, _ = matched_auc(pos, g[cls][f"mag_{band}"], neg, g["normal"][f"mag_{band}"], MAG_MATCH_WIDTH)
-            out[col][cls] = {"auc": a, "p16": lo, "p84": hi, "mag_matched": matched}
-            row[f"{cls}_auc"], row[f"{cls}_auc_mag_matched"] = a, matched
+            r = ranked_auc(g[cls][col].to_numpy(float), g["normal"][col].to_numpy(float), g[cls][f"mag_{band}"],
+                           g["normal"][f"mag_{band}"], seed, N_BOOTSTRAP)
+            out[col][cls] = {k: r[k] for k in ("auc", "p16", "p84", "mag_matched")}
+            row[f"{cls}_auc"], row[f"{cls}_auc_mag_matched"] = r["auc"], r["mag_matched"]
             what = name.removesuffix(", ours")
             out["entries"].append(entry(
-                f"{cls}_auc_{CORE_ENTRIES[col]}", f"ours, beyond the paper: ROC AUC of the {what}, {plural(cls)} vs "
-                f"normal validation galaxies (68 % bootstrap interval {lo:.2f}-{hi:.2f}; {matched:.2f} "
-                "magnitude-matched)", None, a, "", None, None))
+                f"{cls}_auc_{CORE_ENTRIES[col]}", f"ours, beyond the paper: ROC AUC of the {what}, "
+                f"{plural_label(cls)} vs normal validation galaxies (68 % bootstrap interval {r['p16']:.2f}-"
+                f"{r['p84']:.2f}; {r['mag_matched']:.2f} magnitude-matched)", None, r["auc"], "", None, None))
         out["side_by_side"].append(row)
     return out
 
 
-def plural(cls: str) -> str:
-    return {"ero": "EROs", "merger": "mergers"}.get(cls, cls + "s")
-
-
-__all__ = ["CALIBRATED", "CORE_DETECTORS", "METHODS", "compute_metrics", "core_metrics", "groups", "normal_label",
-           "plural"]
+__all__ = ["CALIBRATED", "CORE_DETECTORS", "METHODS", "compute_metrics", "core_metrics", "groups", "normal_label"]

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.metrics import roc_auc, roc_points
+from workflow_scripts.metrics import plural_label as plural, roc_auc, roc_points
 from workflow_scripts.plotting.save import FigureError, plt, save_figure
-from workflow_scripts.studies.zanisi21.metrics import plural
 from workflow_scripts.studies.zanisi21.paper import COLOURS, LABELS
 from workflow_scripts.studies.zanisi21.scoring import Scores
 

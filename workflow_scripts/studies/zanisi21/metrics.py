@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, spearmanr
 
-from workflow_scripts.metrics import MAG_MATCH_WIDTH, bootstrap_auc, entry, matched_auc, roc_auc
+from workflow_scripts.metrics import entry, plural_label, ranked_auc
 from workflow_scripts.studies.zanisi21.analysis import bootstrap_mean_difference, matched_bins, ood_auc
 from workflow_scripts.studies.zanisi21.paper import (GOALS, PAPER_BACKGROUND_LLR, PIXELCNNPP_CIFAR10_BPD,
                                                      REN19_AUROC_LIKELIHOOD, REN19_AUROC_RATIO)
@@ -310,20 +310,12 @@ ANOMALY_ENTRY = {"llr": "llr", "logp_real": "likelihood", "sersic_chi2_dof": "se
 
 
 def _usable(table: pd.DataFrame, col: str) -> np.ndarray:
-    """``table[col]`` as floats, NaN where a statmorph fit is not usable (``ok`` False, when the column exists)."""
-    v = table[col].to_numpy(float).copy()
-    if col in BASELINES and "ok" in table.columns:
-        v[~table["ok"].fillna(False).astype(bool).to_numpy()] = np.nan
-    return v
+    """``table[col]`` as floats; for a fit statistic (:data:`BASELINES`) NaN where the fit is not usable."""
+    return (_fitted(table, col) if col in BASELINES else table)[col].to_numpy(float)
 
 
 def _finite_counts(normal: pd.DataFrame, groups: Mapping[str, pd.DataFrame], col: str) -> dict[str, int]:
     return {k: int(np.isfinite(_usable(t, col)).sum()) for k, t in {"normal": normal, **groups}.items()}
-
-
-def plural(label: str) -> str:
-    """An anomaly label as a plural noun for text and figures (ero -> EROs, merger -> mergers)."""
-    return "EROs" if label.lower() == "ero" else f"{label}s"
 
 
 def anomaly_sample(normal: pd.DataFrame, anomalies: pd.DataFrame,
@@ -366,21 +358,19 @@ def anomaly_metrics(normal: pd.DataFrame, anomalies: pd.DataFrame, settings: Map
         counts = _finite_counts(normal, groups, col) if sign > 0 else n
         row: dict[str, Any] = {"detector": f"{name} ({lo_hi} flags)",
                                "scored": f"{counts['normal']} held-out normal galaxies, "
-                                         + ", ".join(f"{counts[lab]} {plural(lab)}" for lab in labels)
+                                         + ", ".join(f"{counts[lab]} {plural_label(lab)}" for lab in labels)
                                          + f"; {sample}" + ("; failed fits left out" if sign > 0 else "")}
         for lab, g in groups.items():
             pos, neg = sign * _usable(g, col), sign * _usable(normal, col)
-            a = roc_auc(pos, neg)
-            p16, p84 = bootstrap_auc(pos, neg, seed, n_boot)
-            matched, n_pos, n_neg = matched_auc(pos, g["mag"], neg, normal["mag"], MAG_MATCH_WIDTH)
-            out["auc"].setdefault(col, {})[lab] = {"auc": a, "p16": p16, "p84": p84, "mag_matched": matched,
-                                                   "mag_matched_n": [n_pos, n_neg]}
+            r = ranked_auc(pos, neg, g["mag"], normal["mag"], seed, n_boot)
+            a, p16, p84, matched = r["auc"], r["p16"], r["p84"], r["mag_matched"]
+            out["auc"].setdefault(col, {})[lab] = r
             row[f"{lab}_auc"] = a
             row[f"{lab}_auc_mag_matched"] = matched
             if col in ANOMALY_ENTRY:
                 out["entries"].append(entry(
                     f"anomaly_{lab}_auc_{ANOMALY_ENTRY[col]}",
-                    f"ours, beyond the paper: AUC of flagging the anomaly study's {counts[lab]} {plural(lab)} "
+                    f"ours, beyond the paper: AUC of flagging the anomaly study's {counts[lab]} {plural_label(lab)} "
                     f"against {counts['normal']} held-out normal galaxies by a {lo_hi} {name.removeprefix('PixelCNN ')}"
                     f" ({sample}; 68 % bootstrap interval {p16:.2f}-{p84:.2f}; {matched:.2f} with the normal "
                     "galaxies re-weighted to their magnitudes); the cGAN's beside it in the scorecard", None, a, "",
@@ -391,4 +381,4 @@ def anomaly_metrics(normal: pd.DataFrame, anomalies: pd.DataFrame, settings: Map
 
 __all__ = ["ANOMALY_DETECTORS", "BASELINES", "BIN_COLUMNS", "TWIN_DETECTORS", "anomaly_metrics", "anomaly_sample",
            "auc_ceiling", "baseline_entries", "clump_correlation", "clumpy_auc", "compute_metrics",
-           "paired_truth_entries", "paired_wins", "plural", "shared_entries", "twin_rows", "with_morphology"]
+           "paired_truth_entries", "paired_wins", "shared_entries", "twin_rows", "with_morphology"]
