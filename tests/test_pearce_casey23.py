@@ -184,6 +184,40 @@ def test_baseline_learns_a_colour_relation_and_misses_an_unseen_one(kind):
     assert sed.auc(anomalous.to_numpy(), normal.to_numpy()) > 0.99
 
 
+def _truth_table(rng, n, label="normal"):
+    """Truth magnitudes of galaxies whose SED is a power law: its slope shows in the SW colours and continues into
+    the LW bands, so the LW magnitudes follow from the SW ones exactly."""
+    m, slope = rng.uniform(22, 26, n), rng.uniform(-0.3, 0.3, n)
+    table = pd.DataFrame({"id": np.arange(n), "label": label})
+    for i, b in enumerate(["F115W", "F150W", "F200W", "F277W", "F356W", "F444W"]):
+        table[f"truth_mag_{b}"] = m + slope * i
+    return table
+
+
+def test_photometry_at_infinite_sn_learns_the_population_and_flags_an_unseen_sed():
+    inb, outb = ["F115W", "F150W", "F200W"], ["F277W", "F356W", "F444W"]
+    rng = np.random.default_rng(8)
+    train = pd.concat([_truth_table(rng, 400), _truth_table(rng, 50, "star").assign(truth_mag_F444W=30.0)],
+                      ignore_index=True)  # stars (here absurd) are not the population: left out of the fit
+    models = sed.fit_truth_photometry(train, inb, outb, {"kind": "gradient_boosting"}, seed=0)
+    test = _truth_table(rng, 100)
+    normal = sed.truth_photometry_errors(models, test, inb, outb)
+    assert normal["sed_error"].median() < 0.05
+    red = test.copy()  # the same SW light, every LW band 1 mag brighter: an SED the population never has
+    for b in outb:
+        red[f"truth_mag_{b}"] -= 1.0
+    out = sed.truth_photometry_errors(models, red, inb, outb)
+    assert out["sed_error"].median() == pytest.approx(1.0, abs=0.05)
+    assert (out["dmag_F444W"] > 0.9).all()  # predicted fainter than it is
+    assert sed.auc(out["sed_error"].to_numpy(), normal["sed_error"].to_numpy()) == 1.0
+    test.loc[3, "truth_mag_F150W"] = np.nan  # an unmatched detection: no truth, no score
+    assert np.isnan(sed.truth_photometry_errors(models, test, inb, outb)["sed_error"][3])
+    # real data (no truth columns) and too few normal galaxies: no floor
+    assert sed.fit_truth_photometry(train.drop(columns="truth_mag_F277W"), inb, outb,
+                                    {"kind": "gradient_boosting"}, 0) is None
+    assert sed.fit_truth_photometry(_truth_table(rng, sed.TRUTH_MIN_TRAIN - 1), inb, outb, {"kind": "knn"}, 0) is None
+
+
 def test_auc_known_cases():
     assert sed.auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
     assert sed.auc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 0.0
@@ -209,12 +243,33 @@ def test_metrics_of_a_known_table():
     metrics = compute_metrics(table, STUDY, seed=1)
     validate_metrics(metrics, "metrics.json")
     e = {x["id"]: x for x in metrics["entries"]}
+    assert "truth_photometry_merger_auc" not in e  # no truth (real data): no floor
     assert e["merger_auc"]["ours"] > 0.99 and e["merger_auc"]["holds"] is True
     assert 0.3 < e["ero_auc"]["ours"] < 0.7 and e["ero_auc"]["holds"] is True
     assert 0.3 < e["baseline_merger_auc"]["ours"] < 0.7
     assert e["sed_error_median"]["ours"] == pytest.approx(0.05, abs=0.01) and e["sed_error_median"]["holds"]
     lo, hi = metrics["cgan"]["auc"]["ero"]["p16"], metrics["cgan"]["auc"]["ero"]["p84"]
     assert lo < e["ero_auc"]["ours"] < hi
+
+
+def test_metrics_of_the_floor_at_infinite_sn():
+    table = _table(np.random.default_rng(5))
+    rng = np.random.default_rng(9)
+    # mergers with normal total SEDs (as the simulator makes them), EROs far off; an unmatched normal has no truth
+    floor = np.where(table["label"].eq("ero"), rng.uniform(1.0, 2.0, len(table)), rng.uniform(0.0, 0.1, len(table)))
+    floor[0] = np.nan
+    table["truth_photometry_sed_error"] = floor
+    for b in ("F277W", "F356W", "F444W"):
+        table[f"truth_photometry_dmag_{b}"] = floor
+    metrics = compute_metrics(table, STUDY, seed=1)
+    validate_metrics(metrics, "metrics.json")
+    e = {x["id"]: x for x in metrics["entries"]}
+    assert e["truth_photometry_ero_auc"]["ours"] == 1.0
+    assert 0.3 < e["truth_photometry_merger_auc"]["ours"] < 0.7
+    assert e["truth_photometry_sed_error_median"]["ours"] == pytest.approx(0.05, abs=0.02)
+    assert e["merger_auc"]["ours"] > 0.99  # the other detectors are untouched
+    rows = {r["detector"]: r for r in metrics["side_by_side"]["anomalies"]}
+    assert rows["photometry-only LW SED error at infinite S/N (truth magnitudes), ours (high flags)"]["ero_auc"] == 1.0
 
 
 def test_config_checks_name_the_bad_key():

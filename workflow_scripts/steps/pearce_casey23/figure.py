@@ -62,7 +62,7 @@ def main(snakemake: Any, log: Any) -> None:
     elif which == "roc":
         metrics = json.loads(open(snakemake.input.metrics).read())
         aucs = {f"{m}_sed_error": {c: metrics[m]["auc"][c]["auc"] for c in ("merger", "ero")}
-                for m in ("cgan", "baseline")}
+                for m in ("cgan", "baseline", "truth_photometry") if m in metrics}
         aucs.update({col: {c: v[c]["auc"] for c in ("merger", "ero")} for col, v in metrics.get("core", {}).items()})
         figs.roc_figure(g["normal"], {"merger": g["merger"], "ero": g["ero"]}, aucs, *out)
     else:

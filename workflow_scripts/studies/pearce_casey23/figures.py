@@ -125,19 +125,22 @@ def sed_error_distribution(normal: pd.DataFrame, anomalies: Mapping[str, pd.Data
 
 def roc_figure(normal: pd.DataFrame, anomalies: Mapping[str, pd.DataFrame], aucs: Mapping[str, Mapping[str, float]],
                out_png: str | Path, out_pdf: str | Path | None) -> None:
-    """ROC curves of the cGAN and the baseline SED errors (solid), and of the core-excess detectors where ``aucs``
-    has them (dashed: the cGAN's core excess, and the LW - SW core share without learning), per anomaly class
+    """ROC curves of the cGAN and the baseline SED errors (solid), and where ``aucs`` has them of the core-excess
+    detectors (dashed: the cGAN's core excess, and the LW - SW core share without learning) and of the baseline's
+    regressor on the noise-free truth magnitudes (dash-dotted grey: photometry at infinite S/N), per anomaly class
     against the normal galaxies."""
     fig, axes = plt.subplots(1, len(anomalies), figsize=(3.8 * len(anomalies), 3.6), squeeze=False)
     curves = [("cgan_sed_error", "cgan", "cGAN SED error", "-"),
               ("baseline_sed_error", "baseline", "photometric baseline", "-"),
               ("cgan_core_excess", "cgan", "cGAN core excess (ours)", "--"),
-              ("gradient_core_excess", "baseline", "LW - SW core share (ours)", "--")]
+              ("gradient_core_excess", "baseline", "LW - SW core share (ours)", "--"),
+              ("truth_photometry_sed_error", None, "photometry at infinite S/N (truth; ours)", "-.")]
     for ax, (cls, df) in zip(axes[0], anomalies.items()):
         for col, colour, lab, style in curves:
             if len(df) and len(normal) and col in aucs and col in df.columns:
                 fpr, tpr = roc_curve(df[col].to_numpy(), normal[col].to_numpy())
-                ax.plot(fpr, tpr, style, color=COLOURS[colour], label=f"{lab}: AUC {aucs[col][cls]:.2f}")
+                ax.plot(fpr, tpr, style, color=COLOURS[colour] if colour else "0.45",
+                        label=f"{lab}: AUC {aucs[col][cls]:.2f}")
         ax.plot([0, 1], [0, 1], ":", color="0.6")
         ax.set_xlabel("false-positive rate (normal galaxies)")
         ax.set_ylabel(f"true-positive rate ({cls}s, n={len(df)})")

@@ -22,9 +22,12 @@ N_BOOTSTRAP = 500
 METHODS = ("cgan", "baseline")
 #: the cGAN with its bias on the training cutouts taken out (when the table has it)
 CALIBRATED = "cgan_calibrated"
+#: ours: the baseline's regressor on the noise-free truth magnitudes (embedded data; :mod:`.sed`)
+TRUTH = "truth_photometry"
 #: the detectors' names in the scorecard's side-by-side table of anomaly detectors
 SIDE_NAMES = {"cgan": "cGAN LW SED error", "baseline": "photometry-only baseline LW SED error",
-              CALIBRATED: "cGAN LW SED error, bias-calibrated"}
+              CALIBRATED: "cGAN LW SED error, bias-calibrated",
+              TRUTH: "photometry-only LW SED error at infinite S/N (truth magnitudes), ours"}
 #: ours, beyond the paper: colour structure inside the aperture (:mod:`.sed`, "core excess"), column -> name
 CORE_DETECTORS = {"cgan_core_excess": "cGAN LW core excess, true - predicted, ours",
                   "gradient_core_excess": "LW - SW core share, no learning, ours"}
@@ -55,22 +58,22 @@ def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) ->
     bright = study["sed"]["bright_mag"]
     band = study["output_bands"][-1]
     detail: dict[str, Any] = {"n": {k: int(len(v)) for k, v in g.items()}, "bright_mag": bright, "band": band}
-    methods = [m for m in (*METHODS, CALIBRATED) if f"{m}_sed_error" in table.columns]
+    methods = [m for m in (*METHODS, CALIBRATED, TRUTH) if f"{m}_sed_error" in table.columns]
     for m in methods:
         col = f"{m}_sed_error"
-        detail[m] = {"sed_error_median": {k: float(np.median(v[col])) if len(v) else None for k, v in g.items()},
-                     "auc": {}, "auc_chi2": {}}
+        detail[m] = {"sed_error_median": {k: _median(v[col]) for k, v in g.items()}, "auc": {}, "auc_chi2": {}}
         for cls in ("ero", "merger"):
             # with the normal galaxies re-weighted to the class's magnitudes (as the likelihood study's detectors)
             r = ranked_auc(g[cls][col].to_numpy(), g["normal"][col].to_numpy(), g[cls][f"mag_{band}"],
                            g["normal"][f"mag_{band}"], seed, N_BOOTSTRAP)
             detail[m]["auc"][cls] = {k: r[k] for k in ("auc", "p16", "p84", "mag_matched")}
-            detail[m]["auc_chi2"][cls] = auc(g[cls][f"{m}_chi2"].to_numpy(), g["normal"][f"{m}_chi2"].to_numpy())
+            if f"{m}_chi2" in table.columns:
+                detail[m]["auc_chi2"][cls] = auc(g[cls][f"{m}_chi2"].to_numpy(),
+                                                 g["normal"][f"{m}_chi2"].to_numpy())
         per_band = {}
         for b in study["output_bands"]:
             v = g["normal"][f"{m}_dmag_{b}"].to_numpy(float)
-            per_band[b] = {"median_abs": float(np.median(np.abs(v))) if v.size else None,
-                           "median": float(np.median(v)) if v.size else None}
+            per_band[b] = {"median_abs": _median(np.abs(v)), "median": _median(v)}
         detail[m]["validation_dmag"] = per_band
     cg, bl = detail["cgan"], detail["baseline"]
     sed_med = cg["sed_error_median"]["normal"]
@@ -109,6 +112,18 @@ def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) ->
                   ca["sed_error_median"]["normal"], "mag", None, None),
             entry("merger_auc_calibrated", "the merger AUC of the bias-calibrated cGAN SED error", None,
                   ca["auc"]["merger"]["auc"], "", None, None)]
+    if TRUTH in detail:
+        tr = detail[TRUTH]
+        what = ("ours, the floor (embedded data): the baseline's regressor fitted to the noise-free truth magnitudes "
+                "of the normal training galaxies")
+        entries += [
+            entry("truth_photometry_sed_error_median", f"{what}, median LW SED error of the same galaxies: what "
+                  "the population's SED degeneracies (redshift, template, dust) leave to any prediction from SW "
+                  "photometry", None, tr["sed_error_median"]["normal"], "mag", None, None),
+            *(entry(f"truth_photometry_{cls}_auc", f"{what}, ROC AUC of its SED error, {plural_label(cls)} vs "
+                    f"normal validation galaxies: is their total SED anomalous? (68 % bootstrap interval "
+                    f"{tr['auc'][cls]['p16']:.2f}-{tr['auc'][cls]['p84']:.2f})", None, tr["auc"][cls]["auc"], "",
+                    None, None) for cls in ("merger", "ero"))]
     scored = (f"{len(g['normal'])} normal validation galaxies, {len(g['merger'])} mergers, {len(g['ero'])} EROs; "
               f"{band} < {bright:g}")
     side = [{"detector": SIDE_NAMES[m] + " (high flags)", "scored": scored,
@@ -121,6 +136,13 @@ def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) ->
     if core:
         detail["core"] = core
     return {"study": "pearce_casey23", "entries": entries, "side_by_side": {"anomalies": side}, **detail}
+
+
+def _median(values: Any) -> float | None:
+    """Median of the finite values; None when there are none."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else None
 
 
 def core_metrics(g: Mapping[str, pd.DataFrame], band: str, seed: int, scored: str) -> dict[str, Any]:
@@ -146,4 +168,5 @@ def core_metrics(g: Mapping[str, pd.DataFrame], band: str, seed: int, scored: st
     return out
 
 
-__all__ = ["CALIBRATED", "CORE_DETECTORS", "METHODS", "compute_metrics", "core_metrics", "groups", "normal_label"]
+__all__ = ["CALIBRATED", "CORE_DETECTORS", "METHODS", "TRUTH", "compute_metrics", "core_metrics", "groups",
+           "normal_label"]
