@@ -44,6 +44,32 @@ def test_preprocess_clips_normalises_and_inverts():
         data.preprocess(imgs, BANDS)
 
 
+def test_asinh_stretch_lifts_the_sky_and_inverts_exactly():
+    rng = np.random.default_rng(1)
+    sky, noise = 0.0001, 0.001
+    imgs = [rng.normal(sky, noise, (96, 96)) for _ in range(3)]
+    for im in imgs:
+        im[40:43, 40:43] += 0.5  # a bright source
+    lin, _ = data.preprocess(imgs, BANDS, clip_percentile=99.99)
+    field, norm = data.preprocess(imgs, BANDS, clip_percentile=99.99, stretch="asinh", softening=1.0)
+    assert norm.stretch == "asinh" and norm.sky[0] == pytest.approx(sky, abs=3e-5)
+    assert norm.soft[0] == pytest.approx(noise, rel=0.05)  # the MAD's noise, times the softening
+    # the paper's min-max puts the sky near 0 with a tiny noise; the stretch puts it mid-range, its noise visible
+    assert np.median(lin[0]) < 0.01 and np.std(lin[0][:30, :30]) < 0.005
+    assert 0.1 < np.median(field[0]) < 0.5 and np.std(field[0][:30, :30]) > 0.03
+    assert field.min() == 0.0 and field.max() == pytest.approx(1.0)
+    back = norm.inverse(field)
+    inside = imgs[0] <= norm.hi[0]
+    assert np.allclose(back[0][inside], imgs[0][inside], rtol=1e-5, atol=1e-8)
+    assert np.array_equal(norm.inverse_band(2, field[2]), back[2])  # the tile writer's path, band by band
+    assert np.allclose(norm.forward(back, clip=False), field, atol=1e-5)  # the figures' path
+    assert data.Normalisation.from_dict(norm.to_dict()) == norm
+    old = {"bands": BANDS, "lo": [0.0] * 3, "hi": [1.0] * 3}  # a model written before the stretch existed
+    assert data.Normalisation.from_dict(old).stretch == "linear"
+    with pytest.raises(PipelineError, match="unknown stretch 'log'"):
+        data.preprocess(imgs, BANDS, stretch="log")
+
+
 def test_crop_dataset_is_repeatable_and_flips():
     field = np.arange(3 * 40 * 40, dtype=np.float32).reshape(3, 40, 40)
     a, b = data.CropDataset(field, 16, 20, seed=3), data.CropDataset(field, 16, 20, seed=3)
@@ -154,6 +180,16 @@ def test_extraction_recovers_known_magnitudes_and_compare_statistics():
                                  generated_area_arcmin2=2.0)
     assert shifted["counts_ratio"] == 0.5
     assert all(v["ks_p"] < 0.01 and v["median_offset"] == pytest.approx(-1.0) for v in shifted["bands"].values())
+    assert same["ks_p_r_half"] == 1.0 and same["ks_p_colour"] == 1.0
+    # the same magnitudes, but four times larger and bluer (texture blobs): the magnitude tests pass, these do not
+    blobs = cat.copy()
+    blobs["r_half_arcsec"] *= 4.0
+    blobs["mag_F606W"] -= 0.5
+    blobs["mag_F814W"] += 0.5
+    odd = validation.compare(cat, blobs, BANDS, mag_limit=28, real_area_arcmin2=1.0, generated_area_arcmin2=1.0)
+    assert odd["bands"]["F775W"]["ks_p"] == 1.0
+    assert odd["ks_p_r_half"] < 1e-6 and odd["ks_p_colour"] < 1e-6
+    assert odd["r_half_median_generated"] == pytest.approx(4.0 * odd["r_half_median_real"])
     blank = {b: rng.normal(0, 2e-4, (100, 100)).astype(np.float32) for b in BANDS}
     with pytest.raises(DetectionError, match="blank field: no source"):
         validation.extract(blank, ZP, 0.06, thresh_sigma=50.0, minarea=5, what="blank field")
@@ -161,11 +197,13 @@ def test_extraction_recovers_known_magnitudes_and_compare_statistics():
 
 
 def test_metrics_entries_and_snapshot_schedule():
-    comp = {"mag_limit": 28.0, "counts_ratio": 1.1,
+    shape = {"r_half_median_real": 0.14, "r_half_median_generated": 0.5, "colour_median_real": 0.44,
+             "colour_median_generated": -0.08}
+    comp = {"mag_limit": 28.0, "counts_ratio": 1.1, "ks_p_r_half": 1e-57, "ks_p_colour": 0.2, **shape,
             "bands": {b: {"ks_p": 0.3, "median_offset": 0.05, "median_offset_error": 0.12} for b in BANDS}}
-    mock = {"mag_limit": 28.0, "counts_ratio": 0.9,
+    mock = {"mag_limit": 28.0, "counts_ratio": 0.9, "ks_p_r_half": 0.01, "ks_p_colour": 0.3,
             "bands": {b: {"ks_p": 0.02, "median_offset": -0.3, "median_offset_error": 0.1} for b in BANDS}}
-    null = {"mag_limit": 28.0, "counts_ratio": 1.0,
+    null = {"mag_limit": 28.0, "counts_ratio": 1.0, "ks_p_r_half": 0.7, "ks_p_colour": 0.9,
             "bands": {b: {"ks_p": p, "median_offset": d} for b, p, d in zip(BANDS, (0.8, 0.4, 0.6), (0.1, -0.2, 0))}}
     gen = {"seamless_max_abs_diff": 0.0, "peak_rss_mb": 500.0, "field_size": 1536, "realisation_seconds": 9.0,
            "device": "cpu", "threads": 2}
@@ -178,6 +216,9 @@ def test_metrics_entries_and_snapshot_schedule():
     assert e["mock_ks_p_F606W"]["ours"] == 0.02 and e["mock_ks_p_F606W"]["holds"] is None
     assert e["mock_counts_ratio"]["ours"] == 0.9 and e["mock_median_offset_F814W"]["ours"] == -0.3
     assert e["null_ks_p_min"]["ours"] == 0.4 and e["null_median_offset_max"]["ours"] == 0.2
+    assert e["ks_p_size"]["holds"] is False and e["ks_p_colour"]["holds"] is True
+    assert "0.50″ / 0.14″" in e["ks_p_size"]["what"] and "halves: 0.70" in e["ks_p_size"]["what"]
+    assert e["mock_ks_p_size"]["ours"] == 0.01 and e["mock_ks_p_colour"]["holds"] is None
     assert snapshot_epochs(36, 10, 3) == [16, 26, 36]
     assert pd.Series(snapshot_epochs(12, 2, 3)).is_monotonic_increasing
 

@@ -49,7 +49,7 @@ def main(snakemake: Any, log: Any) -> None:
         gen = load_model(os.path.join(model_dir, ens[r % len(ens)]), device)
         noise = realisation_noise(seed, r, gen.nz, n, gen.scale, tess["margin_z"])
         writer = FitsStreamWriter(out[r * len(bands):(r + 1) * len(bands)], n, headers,
-                                  lambda b, t: _inverse(norm, b, t))
+                                  norm.inverse_band)
         try:
             tiles = tessellate(gen, noise, n, tile_z=tess["tile_z"], margin_z=tess["margin_z"], write=writer,
                                device=device)
@@ -83,9 +83,6 @@ def main(snakemake: Any, log: Any) -> None:
         tmp.write_text(json.dumps(summary, indent=2))
 
 
-def _inverse(norm: Normalisation, band: int, tile: np.ndarray) -> np.ndarray:
-    lo, hi = norm.lo[band], norm.hi[band]
-    return (tile.astype(np.float64) * (hi - lo) + lo).astype(np.float32)
 
 
 if "snakemake" in globals():

@@ -15,6 +15,7 @@ from astropy.io import fits
 
 from workflow_scripts.steps._common import run
 from workflow_scripts.studies.smith_geach19 import figures as figs
+from workflow_scripts.studies.smith_geach19.data import Normalisation
 from workflow_scripts.studies.smith_geach19.tessellate import noise_for_field, one_shot
 from workflow_scripts.train.inference import load_model
 
@@ -39,10 +40,9 @@ def _thumbnails(img: np.ndarray, cat: pd.DataFrame, band: str) -> list[np.ndarra
 
 
 def _scaled(paths: list[str], meta: dict) -> np.ndarray:
-    """The bands of one field, from the survey's units to the training field's [0, 1] (its min-max bounds)."""
-    lo, hi = np.array(meta["normalisation"]["lo"]), np.array(meta["normalisation"]["hi"])
+    """The bands of one field, from the survey's units to the training field's scale (its normalisation)."""
     cube = np.stack([np.asarray(fits.getdata(p), np.float32) for p in paths])
-    return (cube - lo[:, None, None]) / (hi - lo)[:, None, None]
+    return Normalisation.from_dict(meta["normalisation"]).forward(cube, clip=False)
 
 
 def _catalogs(inp: Any) -> dict[str, pd.DataFrame]:

@@ -22,7 +22,8 @@ def main(snakemake: Any, log: Any) -> None:
     mosaics = [read_mosaic(p, with_rms=False) for p in snakemake.input.images]
     pre = study["preprocess"]
     field, norm = preprocess([m.data for m in mosaics], study["bands"], rotate_deg=pre["rotate_deg"],
-                             crop=pre.get("crop"), clip_percentile=pre["clip_percentile"])
+                             crop=pre.get("crop"), clip_percentile=pre["clip_percentile"],
+                             stretch=pre.get("stretch", "linear"), softening=pre.get("softening", 1.0))
     first = mosaics[0]
     meta = {"bands": study["bands"], "normalisation": norm.to_dict(), "shape": list(field.shape),
             "pixel_scale": first.pixel_scale, "PHOTZP": {m.band: m.zeropoint for m in mosaics},
