@@ -83,7 +83,5 @@ def main(snakemake: Any, log: Any) -> None:
         tmp.write_text(json.dumps(summary, indent=2))
 
 
-
-
 if "snakemake" in globals():
     run(main, snakemake)  # noqa: F821
