@@ -194,6 +194,17 @@ def _truth_table(rng, n, label="normal"):
     return table
 
 
+def test_noise_floor_matches_noisy_photometry():
+    rng = np.random.default_rng(10)
+    snr = np.array([[5.0, 10.0, 40.0], [20.0, 20.0, 20.0]])
+    true, err = np.full(snr.shape, 100.0), 100.0 / snr
+    draws = true[None] + err[None] * rng.normal(size=(20000, *snr.shape))  # a perfect prediction, observed
+    dmag = np.abs(-2.5 * np.log10(np.maximum(draws, err[None]) / true[None])).mean(axis=2).mean(axis=0)
+    floor = sed.noise_sed_error(true, err)
+    assert floor[1] == pytest.approx(1.0857 * np.sqrt(2 / np.pi) / 20, rel=1e-3)
+    assert floor == pytest.approx(dmag, rel=0.06)  # the small-error approximation, even at S/N 5
+
+
 def test_photometry_at_infinite_sn_learns_the_population_and_flags_an_unseen_sed():
     inb, outb = ["F115W", "F150W", "F200W"], ["F277W", "F356W", "F444W"]
     rng = np.random.default_rng(8)
@@ -244,6 +255,7 @@ def test_metrics_of_a_known_table():
     validate_metrics(metrics, "metrics.json")
     e = {x["id"]: x for x in metrics["entries"]}
     assert "truth_photometry_merger_auc" not in e  # no truth (real data): no floor
+    assert "noise_sed_error_median" not in e  # a table without the column
     assert e["merger_auc"]["ours"] > 0.99 and e["merger_auc"]["holds"] is True
     assert 0.3 < e["ero_auc"]["ours"] < 0.7 and e["ero_auc"]["holds"] is True
     assert 0.3 < e["baseline_merger_auc"]["ours"] < 0.7
@@ -259,6 +271,7 @@ def test_metrics_of_the_floor_at_infinite_sn():
     floor = np.where(table["label"].eq("ero"), rng.uniform(1.0, 2.0, len(table)), rng.uniform(0.0, 0.1, len(table)))
     floor[0] = np.nan
     table["truth_photometry_sed_error"] = floor
+    table["noise_sed_error"] = 0.02
     for b in ("F277W", "F356W", "F444W"):
         table[f"truth_photometry_dmag_{b}"] = floor
     metrics = compute_metrics(table, STUDY, seed=1)
@@ -268,6 +281,7 @@ def test_metrics_of_the_floor_at_infinite_sn():
     assert 0.3 < e["truth_photometry_merger_auc"]["ours"] < 0.7
     assert e["truth_photometry_sed_error_median"]["ours"] == pytest.approx(0.05, abs=0.02)
     assert e["merger_auc"]["ours"] > 0.99  # the other detectors are untouched
+    assert e["noise_sed_error_median"]["ours"] == pytest.approx(0.02)
     rows = {r["detector"]: r for r in metrics["side_by_side"]["anomalies"]}
     assert rows["photometry-only LW SED error at infinite S/N (truth magnitudes), ours (high flags)"]["ero_auc"] == 1.0
 

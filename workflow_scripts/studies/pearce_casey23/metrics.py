@@ -112,6 +112,12 @@ def compute_metrics(table: pd.DataFrame, study: Mapping[str, Any], seed: int) ->
                   ca["sed_error_median"]["normal"], "mag", None, None),
             entry("merger_auc_calibrated", "the merger AUC of the bias-calibrated cGAN SED error", None,
                   ca["auc"]["merger"]["auc"], "", None, None)]
+    if "noise_sed_error" in table.columns:
+        noise = _median(g["normal"]["noise_sed_error"])
+        detail["noise_sed_error_median"] = noise
+        entries.append(entry("noise_sed_error_median", "ours, the noise floor: median LW SED error that the "
+                             "catalogue's flux errors alone give a perfect prediction, the same galaxies", None,
+                             noise, "mag", None, None))
     if TRUTH in detail:
         tr = detail[TRUTH]
         what = ("ours, the floor (embedded data): the baseline's regressor fitted to the noise-free truth magnitudes "

@@ -27,6 +27,8 @@ photometry-only baseline.
   to every object's, scored as ``truth_photometry_*`` (``dmag`` and ``sed_error``, no chi2: there is no noise).
   Its error on normal galaxies is what the population's own SED degeneracies (redshift, template, dust) leave to
   any prediction from the input bands' photometry; its AUCs say whether an anomaly's *total* SED is anomalous.
+* The noise floor: ``noise_sed_error``, the SED error a perfect prediction would still show from the catalogue's
+  flux errors alone (:func:`noise_sed_error`), on real data too.
 * Ranking: ROC AUC of a score separating an anomaly class (mergers, EROs) from the normal validation galaxies.
 """
 
@@ -88,6 +90,14 @@ def floored_mag(flux: np.ndarray, err: np.ndarray, zeropoint: float | np.ndarray
     f = np.maximum(np.asarray(flux, float), np.asarray(err, float))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.asarray(zeropoint) - 2.5 * np.log10(f)
+
+
+def noise_sed_error(true: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """Per object the SED error that the observation's noise alone gives a perfect prediction: the mean over the
+    bands of E|dmag| = 2.5 / ln 10 x sqrt(2 / pi) x err / flux (Gaussian flux errors, small; flux floored at 1
+    sigma, as :func:`floored_mag`)."""
+    rel = np.asarray(err, float) / np.maximum(np.asarray(true, float), np.asarray(err, float))
+    return (2.5 / np.log(10.0) * np.sqrt(2.0 / np.pi) * rel).mean(axis=1)
 
 
 def sed_errors(pred: np.ndarray, true: np.ndarray, err: np.ndarray, zeropoints: Sequence[float],
@@ -286,6 +296,7 @@ def score_sets(study: Mapping[str, Any], train: CutoutSet, sets: Mapping[str, tu
         true, err, pred = _photometry(name, true_cs, pred_cs, outb, radius)
         base = baseline_fluxes(models, table, inb, outb, zps)
         cg = sed_errors(pred, true, err, zp_out, outb).add_prefix("cgan_")
+        cg["noise_sed_error"] = noise_sed_error(true, err)
         bl = sed_errors(base, true, err, zp_out, outb).add_prefix("baseline_")
         if tables is not None:
             cal = sed_errors(calibrate(pred, true, err, zp_out, tables), true, err, zp_out, outb)
@@ -310,5 +321,5 @@ def score_sets(study: Mapping[str, Any], train: CutoutSet, sets: Mapping[str, tu
 
 # ------------------------------------------------------------------------------------------------- ranking
 __all__ = ["auc", "baseline_fluxes", "bias_at", "bias_tables", "calibrate", "core_fractions", "core_scores",
-           "fit_baseline", "fit_bias", "fit_truth_photometry", "floored_mag", "roc_curve", "score_sets", "sed_errors",
-           "stamp_fluxes", "truth_photometry_errors"]
+           "fit_baseline", "fit_bias", "fit_truth_photometry", "floored_mag", "noise_sed_error", "roc_curve",
+           "score_sets", "sed_errors", "stamp_fluxes", "truth_photometry_errors"]
