@@ -162,10 +162,20 @@ def calibrate(pred: np.ndarray, true: np.ndarray, err: np.ndarray, zeropoints: S
 # ------------------------------------------------------------------------------------------------ baseline
 def _features(table: pd.DataFrame, bands: Sequence[str], zeropoints: Sequence[float]) -> np.ndarray:
     """Floored magnitudes of ``bands`` and their adjacent colours."""
-    mags = np.stack([floored_mag(table[f"flux_{b}"].to_numpy(float), table[f"fluxerr_{b}"].to_numpy(float), zp)
-                     for b, zp in zip(bands, zeropoints)], axis=1)
-    colours = mags[:, :-1] - mags[:, 1:]
-    return np.concatenate([mags, colours], axis=1)
+    return _with_colours(np.stack([floored_mag(table[f"flux_{b}"].to_numpy(float),
+                                               table[f"fluxerr_{b}"].to_numpy(float), zp)
+                                   for b, zp in zip(bands, zeropoints)], axis=1))
+
+
+def _with_colours(mags: np.ndarray) -> np.ndarray:
+    """``(N, bands)`` magnitudes followed by their adjacent colours: the regressors' features."""
+    return np.concatenate([mags, mags[:, :-1] - mags[:, 1:]], axis=1)
+
+
+def _predict_mags(models: Sequence[Any], x: np.ndarray, n_inputs: int) -> np.ndarray:
+    """``(N, output bands)`` magnitudes from the regressors' colours against the reddest input band (feature
+    ``n_inputs - 1`` of ``x``)."""
+    return np.stack([m.predict(x) for m in models], axis=1) + x[:, n_inputs - 1, None]
 
 
 def _regressor(cfg: Mapping[str, Any], n_train: int, seed: int) -> Any:
@@ -200,7 +210,7 @@ def baseline_fluxes(models: Sequence[Any], table: pd.DataFrame, input_bands: Seq
                     output_bands: Sequence[str], zeropoints: Mapping[str, float]) -> np.ndarray:
     """Predicted output-band fluxes (N, bands) of the rows of ``table``."""
     x = _features(table, input_bands, [zeropoints[b] for b in input_bands])
-    mags = np.stack([m.predict(x) for m in models], axis=1) + x[:, len(input_bands) - 1, None]
+    mags = _predict_mags(models, x, len(input_bands))
     zp = np.array([zeropoints[b] for b in output_bands])[None, :]
     return 10 ** (-0.4 * (mags - zp))
 
@@ -215,8 +225,7 @@ def _truth_features(table: pd.DataFrame, bands: Sequence[str]) -> np.ndarray | N
     cols = [f"truth_mag_{b}" for b in bands]
     if not all(c in table.columns for c in cols):
         return None
-    mags = table[cols].to_numpy(float)
-    return np.concatenate([mags, mags[:, :-1] - mags[:, 1:]], axis=1)
+    return _with_colours(table[cols].to_numpy(float))
 
 
 def fit_truth_photometry(train: pd.DataFrame, input_bands: Sequence[str], output_bands: Sequence[str],
@@ -245,8 +254,7 @@ def truth_photometry_errors(models: Sequence[Any], table: pd.DataFrame, input_ba
     dmag = np.full(true.shape, np.nan)
     ok = np.isfinite(x).all(axis=1) & np.isfinite(true).all(axis=1)
     if ok.any():
-        pred = np.stack([m.predict(x[ok]) for m in models], axis=1) + x[ok, len(input_bands) - 1, None]
-        dmag[ok] = pred - true[ok]
+        dmag[ok] = _predict_mags(models, x[ok], len(input_bands)) - true[ok]
     out = pd.DataFrame({f"dmag_{b}": dmag[:, i] for i, b in enumerate(output_bands)})
     out["sed_error"] = np.abs(dmag).mean(axis=1)
     return out

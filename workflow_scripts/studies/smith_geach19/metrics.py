@@ -12,6 +12,11 @@ from workflow_scripts.studies.smith_geach19.paper import (GOALS, PAPER_KS_P, PAP
                                                           PAPER_REALISATION_SECONDS, PAPER_REALISATION_SIDE)
 
 
+#: ours, beyond the paper's validation: the sources' shape statistics of :func:`.validation.compare` that get a KS
+#: entry (its key, the entry's name, what is compared, the medians' unit)
+SHAPE_TESTS = (("r_half", "size", "half-light radii", "″"), ("colour", "colour", "{first} - {last} colours", ""))
+
+
 def _holds(ok: bool, value: float) -> bool | None:
     return None if value is None or not np.isfinite(value) else bool(ok)
 
@@ -42,14 +47,15 @@ def compute_metrics(comparison: Mapping[str, Any], generation: Mapping[str, Any]
     entries.append(entry("counts_ratio", "source counts per arcmin^2, generated / real", None, r, "",
                          f"within {tol:.0%} of 1", _holds(abs(r - 1) <= tol, r)))
     bands = list(comparison["bands"])
-    for key, what, unit in (("r_half", "half-light radii", "″"), ("colour", f"{bands[0]} - {bands[-1]} colours", "")):
+    for key, name, quantity, unit in SHAPE_TESTS:
         p = comparison.get(f"ks_p_{key}")
         if p is None:  # a comparison written before these tests existed
             continue
+        quantity = quantity.format(first=bands[0], last=bands[-1])
         med = (f"medians {comparison[f'{key}_median_generated']:.2f}{unit} / "
                f"{comparison[f'{key}_median_real']:.2f}{unit}")
-        entries.append(entry(f"ks_p_{'size' if key == 'r_half' else key}", f"ours, beyond the paper's validation: "
-                             f"two-sided KS p of the sources' {what}, generated vs real, {bands[-1]} < {lim:g} ({med}"
+        entries.append(entry(f"ks_p_{name}", f"ours, beyond the paper's validation: "
+                             f"two-sided KS p of the sources' {quantity}, generated vs real, {bands[-1]} < {lim:g} ({med}"
                              f"; the real field's halves: {null.get(f'ks_p_{key}', float('nan')):.2f}): magnitudes "
                              "alone also match texture", None, p, "", f"> {GOALS['ks_p_min']}",
                              _holds(p > GOALS["ks_p_min"], p)))
@@ -70,10 +76,11 @@ def compute_metrics(comparison: Mapping[str, Any], generation: Mapping[str, Any]
     for b, c in mock["bands"].items():
         entries.append(entry(f"mock_median_offset_{b}", f"{what}: median {b} magnitude, mock - real{_error(c)}",
                              None, c["median_offset"], "mag", None, None))
-    for key, quantity in (("r_half", "half-light radii"), ("colour", "colours")):
+    for key, name, quantity, _ in SHAPE_TESTS:
         if mock.get(f"ks_p_{key}") is not None:
-            entries.append(entry(f"mock_ks_p_{'size' if key == 'r_half' else key}", f"{what}: KS p of the sources' "
-                                 f"{quantity} vs real", None, mock[f"ks_p_{key}"], "", None, None))
+            quantity = quantity.format(first=bands[0], last=bands[-1])
+            entries.append(entry(f"mock_ks_p_{name}", f"{what}: KS p of the sources' {quantity} vs real", None,
+                                 mock[f"ks_p_{key}"], "", None, None))
     entries.append(entry("mock_counts_ratio", f"{what}: source counts per arcmin^2, mock / real", None,
                          mock["counts_ratio"], "", None, None))
     p_null = [c["ks_p"] for c in null["bands"].values()]
