@@ -16,12 +16,13 @@ from astropy.wcs import WCS
 from workflow_scripts.config import validate_config
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.io import Mosaic
-from workflow_scripts.models.pixelcnn import quantize
+from workflow_scripts.models.pixelcnn import marginal_start, quantize
 from workflow_scripts.studies.zanisi21.analysis import (background_share, bootstrap_mean_difference, llr_maps,
                                                         matched_bins, ood_auc, source_masks, stamp_noise)
 from workflow_scripts.studies.zanisi21.metrics import (anomaly_metrics, auc_ceiling, clump_correlation, clumpy_auc,
                                                        paired_wins)
-from workflow_scripts.studies.zanisi21.model import bits_per_dim, shared_training_data, training_data
+from workflow_scripts.studies.zanisi21.model import (bits_per_dim, shared_training_data, train_pixelcnn,
+                                                    training_data)
 from workflow_scripts.studies.zanisi21.samples import FieldData, make_anomaly_sets
 from workflow_scripts.studies.zanisi21.stamps import (StampError, StampScaling, dividing_declination, perturb,
                                                       select_galaxies, split_regions, zoom)
@@ -454,3 +455,27 @@ def test_config_checks_name_the_key(change, message):
     change(cfg["zanisi21"], cfg)
     with pytest.raises(ConfigError, match=message):
         validate_config(cfg)
+
+
+def test_each_study_model_starts_at_its_own_training_pixels(tmp_path):
+    """``model.output_start: marginal``: the model file carries the start fitted to the images it trained on (the
+    shared model: both sets together); ``none``: the plain start."""
+    from workflow_scripts.train import load_model
+
+    rng = np.random.default_rng(4)
+    sky = (-0.9 + 0.03 * rng.standard_normal((24, 1, 8, 8))).astype(np.float32)
+    bright = sky.copy()
+    bright[:, :, 3:5, 3:5] += 0.8
+    model = {**_config()["zanisi21"]["model"], "filters": 4, "epochs": 1, "batch_size": 8}
+    assert model["output_start"] == "marginal"   # the study's default
+    starts = {}
+    for name, data, labels in (("sky", sky, None), ("bright", bright, None),
+                               ("shared", np.concatenate([sky, bright]), np.repeat([0, 1], len(sky)))):
+        res = train_pixelcnn(model, data, bits=8, seed=1, device="cpu", out_dir=tmp_path / name, progress=False,
+                             labels=labels)
+        starts[name] = load_model(res.model_path, device="cpu").arch["output_start"]
+        assert starts[name] == pytest.approx(marginal_start(torch.from_numpy(data), 8, model["n_mix"]))
+    assert starts["sky"] != pytest.approx(starts["bright"])
+    res = train_pixelcnn({**model, "output_start": "none"}, sky, bits=8, seed=1, device="cpu",
+                         out_dir=tmp_path / "plain", progress=False)
+    assert "output_start" not in load_model(res.model_path, device="cpu").arch

@@ -30,6 +30,15 @@ works at full resolution (in TensorFlow Probability's terms, ``num_hierarchies=1
 grows by one row (and about one column) per convolution instead of doubling per resolution. Weight normalisation
 and its data-dependent initialisation are omitted too (plain PyTorch initialisation).
 
+**Starting point** (``output_start``, ours): with the plain initialisation an untrained PixelCNN predicts an
+arbitrary mixture at every pixel, and a short training spends its first epochs learning the pixels' overall level
+and noise. Given ``output_start`` (the mixture parameters of one pixel, e.g. :func:`marginal_start`: the training
+pixels' histogram fitted by the discretised mixture), the output layer starts with zero weights and that bias, so
+the untrained model gives every pixel the data's marginal distribution, and training learns only what the context
+adds. On a stamp whose sky is white noise the marginal is already nearly the right conditional for every sky pixel.
+(This plays the part of PixelCNN++'s data-dependent initialisation, which is omitted; the same idea as a classifier's
+bias set to the log prior, Lin et al. 2017, or Glow's zero-initialised last layers, Kingma & Dhariwal 2018.)
+
 Single-band images need no autoregression over channels. With ``channels > 1`` the channels of one pixel are
 modelled as **independent given the previous pixels** (no PixelCNN++ RGB coupling of the means).
 
@@ -50,6 +59,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -220,7 +230,8 @@ class PixelCNN(nn.Module):
     """
 
     def __init__(self, channels: int = 1, filters: int = 64, n_resnet: int = 3, n_mix: int = 5,
-                 dropout: float = 0.5, bits: int = 8, n_classes: int = 0) -> None:
+                 dropout: float = 0.5, bits: int = 8, n_classes: int = 0,
+                 output_start: list[float] | None = None) -> None:
         super().__init__()
         channels, filters, n_resnet, n_mix, bits = int(channels), int(filters), int(n_resnet), int(n_mix), int(bits)
         n_classes = int(n_classes)
@@ -236,6 +247,12 @@ class PixelCNN(nn.Module):
                                      "n_mix": n_mix, "dropout": float(dropout), "bits": bits}
         if n_classes:  # only when set: model files written before the option rebuild unchanged
             self.arch["n_classes"] = n_classes
+        if output_start is not None:  # likewise
+            start = [float(v) for v in output_start]
+            if len(start) != channels * 3 * n_mix or not all(math.isfinite(v) for v in start):
+                raise ValueError(f"PixelCNN: output_start must hold channels x 3 x n_mix = {channels * 3 * n_mix} "
+                                 f"finite values (per channel: logits, means, log scales), got {len(start)}")
+            self.arch["output_start"] = start
         self.channels, self.n_mix, self.bits, self.n_classes = channels, n_mix, bits, n_classes
         cin = channels + 1  # + the channel of ones
         self.u_init = DownShiftedConv2d(cin, filters, (2, 3))
@@ -249,6 +266,16 @@ class PixelCNN(nn.Module):
         self.down_ul = nn.ModuleList(GatedResnet(filters, DownRightShiftedConv2d, 2 * filters, p, k)
                                      for _ in range(n_resnet))
         self.out = nn.Conv2d(filters, channels * 3 * n_mix, 1)
+        self.reset_after_init()
+
+    def reset_after_init(self) -> None:
+        """With ``output_start``: the output layer's weights are zeroed and its bias set to it, so the untrained
+        model predicts that mixture at every pixel (called again after every re-initialisation)."""
+        start = self.arch.get("output_start")
+        if start is not None:
+            with torch.no_grad():
+                self.out.weight.zero_()
+                self.out.bias.copy_(torch.tensor(start, dtype=self.out.bias.dtype))
 
     def _labels(self, y: torch.Tensor | int | None, x: torch.Tensor) -> torch.Tensor | None:
         if not self.n_classes:
@@ -304,6 +331,48 @@ class PixelCNN(nn.Module):
         return -self.log_prob(x, y) / (math.log(2.0) * x[0].numel())
 
 
+def marginal_start(x: torch.Tensor | Any, bits: int = 8, n_mix: int = 5, steps: int = 400) -> list[float]:
+    """The ``output_start`` of a :class:`PixelCNN` that predicts the marginal distribution of the pixel values of
+    ``x`` (``(N, C, H, W)`` in [-1, 1], quantised as the model does): per channel, the discretised logistic mixture
+    of ``n_mix`` components fitted by maximum likelihood to the histogram of its ``2**bits`` levels (L-BFGS in
+    float64, started from the quantiles; no random numbers, so the same data give the same start). Returns the
+    output bias, per channel ``n_mix`` logits, ``n_mix`` means, ``n_mix`` log scales."""
+    x = torch.as_tensor(x)
+    if x.dim() != 4 or not len(x):
+        raise ValueError(f"marginal_start: needs images (N, C, H, W), got shape {tuple(x.shape)}")
+    top = n_levels(bits) - 1
+    out: list[float] = []
+    for c in range(x.shape[1]):
+        q = quantize(x[:, c].reshape(-1).float(), bits)
+        counts = torch.bincount(torch.round((q + 1.0) * (top / 2.0)).long(), minlength=top + 1).double()
+        centres = torch.from_numpy(np.quantile(q.numpy(), (np.arange(n_mix) + 0.5) / n_mix)).double()
+        spread = max(float(q.std()) / n_mix, 1.0 / top)
+        first = torch.cat([torch.zeros(n_mix, dtype=torch.float64), centres,
+                           torch.full((n_mix,), math.log(spread), dtype=torch.float64)])
+        out += [float(v) for v in _fit_histogram(counts / counts.sum(), first, bits, steps)]
+    return out
+
+
+def _fit_histogram(freq: torch.Tensor, first: torch.Tensor, bits: int, steps: int) -> torch.Tensor:
+    """Mixture parameters (logits, means, log scales) maximising ``sum freq * log p(level)`` over the levels."""
+    grid = torch.linspace(-1.0, 1.0, len(freq), dtype=torch.float64).view(1, 1, -1, 1)
+    p = first.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([p], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        opt.zero_grad()
+        lp = discretized_logistic_log_prob(p.view(1, -1, 1, 1).expand(1, -1, len(freq), 1), grid, bits)
+        loss = -(freq * lp.view(-1)).sum()
+        loss.backward()
+        return loss
+
+    opt.step(nll)
+    fitted = p.detach()
+    k = len(fitted) // 3
+    fitted[2 * k:] = fitted[2 * k:].clamp(min=MIN_LOG_SCALE)
+    return fitted
+
+
 @torch.no_grad()
 def sample(model: PixelCNN, shape: tuple[int, int, int, int] | tuple[int, int, int],
            generator: torch.Generator | None = None, y: torch.Tensor | int | None = None) -> torch.Tensor:
@@ -346,6 +415,7 @@ __all__ = [
     "concat_elu",
     "discretized_logistic_log_prob",
     "down_shift",
+    "marginal_start",
     "quantize",
     "right_shift",
     "sample",

@@ -15,7 +15,10 @@ fourth beyond the paper (``shared_model``):
 Each is a :class:`~workflow_scripts.models.pixelcnn.PixelCNN` trained with
 :class:`~workflow_scripts.train.LikelihoodObjective` (``log_prob=model.params_log_prob``: nats per image of the
 quantised pixels; losses.csv reports bits/dim) on ``augment`` dihedral copies of the stamps (the paper: random
-rotations). Adam with a constant learning rate (the authors': 3e-6 with a cosine decay over 1e6 steps).
+rotations). Adam with a constant learning rate (the authors': 3e-6 with a cosine decay over 1e6 steps). With
+``model.output_start: marginal`` (ours, the default) each starts at the marginal distribution of its own training
+pixels (:func:`~workflow_scripts.models.pixelcnn.marginal_start`; the shared model at that of both sets), so the
+demo's few epochs go to what the context adds, not to finding the sky's level and noise; ``none``: the plain start.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workflow_scripts.models.pixelcnn import PixelCNN
+from workflow_scripts.models.pixelcnn import PixelCNN, marginal_start
 from workflow_scripts.studies.zanisi21.stamps import StampError, StampScaling, augment_dihedral, perturb
 from workflow_scripts.train.inference import load_model, resolve_device
 from workflow_scripts.train.loop import TrainConfig, TrainResult, train
@@ -44,9 +47,17 @@ SHARED_CLASSES = ("real", "archetype")
 PERTURB_STREAM = 7
 
 
-def build_pixelcnn(model: Mapping[str, Any], bits: int, n_classes: int = 0) -> PixelCNN:
+def build_pixelcnn(model: Mapping[str, Any], bits: int, n_classes: int = 0,
+                   data: np.ndarray | None = None) -> PixelCNN:
+    """The study's PixelCNN; with ``model.output_start: marginal`` it starts at the marginal distribution of the
+    pixels of ``data`` (its training images, model space)."""
+    start = None
+    if model.get("output_start", "none") == "marginal":
+        if data is None:
+            raise StampError("PixelCNN: output_start 'marginal' needs the training images")
+        start = marginal_start(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), bits, model["n_mix"])
     return PixelCNN(channels=1, filters=model["filters"], n_resnet=model["n_resnet"], n_mix=model["n_mix"],
-                    dropout=model["dropout"], bits=bits, n_classes=n_classes)
+                    dropout=model["dropout"], bits=bits, n_classes=n_classes, output_start=start)
 
 
 def train_config(model: Mapping[str, Any], seed: int, device: str) -> TrainConfig:
@@ -88,7 +99,7 @@ def train_pixelcnn(model: Mapping[str, Any], data: np.ndarray, *, bits: int, see
     if labels is not None and (len(labels) != len(data) or n_classes < 2):
         raise StampError(f"PixelCNN: {len(labels)} labels of {n_classes} classes for {len(data)} images "
                          "(one label per image, at least two classes)")
-    net = build_pixelcnn(model, bits, n_classes)
+    net = build_pixelcnn(model, bits, n_classes, data)
     objective = LikelihoodObjective(net, log_prob=net.params_log_prob, conditional=labels is not None)
     log.info("PixelCNN: %d training images %s%s, filters %d, %d resnet blocks, %d logistics, %d bits, device %s",
              len(data), tuple(data.shape[1:]), f" in {n_classes} classes" if n_classes else "", model["filters"],

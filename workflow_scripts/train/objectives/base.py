@@ -114,12 +114,18 @@ class Objective(ABC):
 
     def reset_parameters(self) -> None:
         """Re-initialise every module after seeding (``cfg.reinit``): the default calls each submodule's own
-        ``reset_parameters``, so two runs with the same seed start from the same weights."""
+        ``reset_parameters``, so two runs with the same seed start from the same weights, then the
+        ``reset_after_init`` of those that have one (a starting point set after initialisation, as
+        :func:`workflow_scripts.models.init_weights` does for the GANs)."""
         for module in self.modules.values():
             for sub in module.modules():
                 reset = getattr(sub, "reset_parameters", None)
                 if callable(reset):
                     reset()
+            for sub in module.modules():
+                hook = getattr(sub, "reset_after_init", None)
+                if callable(hook):
+                    hook()
 
     def config_fingerprint(self, cfg: TrainConfig) -> dict[str, Any]:
         """The options of ``cfg`` this objective reads that change the trained weights (learning rates ...)."""
