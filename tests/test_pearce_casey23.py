@@ -304,6 +304,12 @@ def test_config_checks_name_the_bad_key():
     bad["pearce_casey23"]["core_radius_px"] = 12
     with pytest.raises(ConfigError, match="core_radius_px = 12 must be smaller than aperture_radius_px"):
         validate_config(bad)
+    bad = copy.deepcopy(config)
+    bad["pearce_casey23"]["model"]["reference_band"] = "F277W"
+    with pytest.raises(ConfigError, match="reference_band = 'F277W' is not one of the input_bands"):
+        validate_config(bad)
+    assert cgan.reference_index(config["pearce_casey23"]["model"], ["F115W", "F150W", "F200W"]) == 2
+    assert cgan.reference_index({**config["pearce_casey23"]["model"], "reference_band": None}, ["F115W"]) is None
 
 
 def test_missing_band_and_nan_cutouts_are_refused_naming_the_file(tmp_path):

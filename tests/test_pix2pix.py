@@ -98,6 +98,7 @@ def test_generator_options_are_checked():
 
 
 @pytest.mark.parametrize("model", [UNetGenerator(3, 3, base=4, depth=5, dropout=0.3, n_dropout=2, max_mult=4),
+                                   UNetGenerator(3, 3, base=4, depth=3, n_dropout=1, reference=2),
                                    PatchDiscriminator(3, 3, base=4), PatchDiscriminator(3, 6, base=4, n_layers=2,
                                                                                           conditional=False)])
 def test_rebuild_from_architecture(model):
@@ -236,3 +237,46 @@ def test_end_to_end_training_writes_the_generator(tmp_path):
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     out = generate(loaded, x.numpy(), batch_size=4)
     assert out.shape == (8, 3, 32, 32) and np.abs(out).max() < 1
+
+
+# ------------------------------------------------------------------------------------ relative to an input band
+def blob_pairs(n: int, g: torch.Generator, colours=(0.8, 0.6, 0.4)) -> tuple[torch.Tensor, torch.Tensor]:
+    """32x32 SW / LW pairs in scaled units: Gaussian galaxies of random position, size and brightness on a sky at
+    -0.9, each SW band the same galaxy (F200W: band 2), each LW band band 2 times a known colour factor, plus noise."""
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    c = 10 + 12 * torch.rand(n, 2, generator=g)
+    r = 1.5 + 3 * torch.rand(n, generator=g)
+    amp = 0.3 + 1.5 * torch.rand(n, generator=g)
+    gal = amp[:, None, None] * torch.exp(-((yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2)
+                                         / (2 * r[:, None, None] ** 2))
+    sw = (-0.9 + gal[:, None] * torch.tensor([0.6, 0.8, 1.0])[None, :, None, None]).clamp(-1, 1)
+    lw = (-0.9 + gal[:, None] * torch.tensor(colours)[None, :, None, None]).clamp(-1, 1)
+    noise = 0.01 * torch.randn(sw.shape, generator=g), 0.01 * torch.randn(lw.shape, generator=g)
+    return (sw + noise[0]).clamp(-1, 1), (lw + noise[1]).clamp(-1, 1)
+
+
+def test_generator_relative_to_a_band_starts_as_its_copy_and_learns_colours_sooner(tmp_path):
+    g = init_weights(UNetGenerator(3, 3, base=4, depth=5, reference=2))
+    assert g.arch["reference"] == 2 and not g.out.weight.detach().any()   # init_weights keeps the start
+    x = torch.rand(2, 3, 90, 90) * 1.6 - 0.8
+    with torch.no_grad():
+        y = g.eval()(x)
+    assert torch.allclose(y, x[:, 2:3].expand_as(y), atol=1e-5)   # the untrained generator copies F200W
+    with pytest.raises(ValueError, match="reference"):
+        UNetGenerator(3, 3, base=4, depth=3, n_dropout=1, reference=3)
+
+    gen = torch.Generator().manual_seed(0)
+    train_x, train_y = blob_pairs(64, gen)
+    test_x, test_y = blob_pairs(64, gen)
+    cfg = TrainConfig(epochs=3, batch_size=8, seed=3, device="cpu", l1_weight=100.0, lr_g=2e-4, lr_d=2e-4,
+                      betas=(0.5, 0.999))
+    l1 = {}
+    for name, ref in (("direct", None), ("relative", 2)):
+        gen_net = UNetGenerator(3, 3, base=4, depth=3, n_dropout=1, reference=ref)
+        res = train(ConditionalGAN(gen_net, PatchDiscriminator(3, 3, base=4)), (train_x, train_y), cfg,
+                    tmp_path / name, progress=False)
+        pred = torch.from_numpy(generate(load_model(res.model_path, device="cpu"), test_x.numpy(), batch_size=16))
+        l1[name] = float((pred - test_y).abs().mean())
+    print({k: round(v, 4) for k, v in l1.items()})
+    # the same 24 steps: predicting the colour beats predicting the galaxy (measured: L1 0.032 against 0.84)
+    assert l1["relative"] < 0.5 * l1["direct"]

@@ -20,6 +20,13 @@ it belongs to *this* input. :class:`PatchDiscriminator` is conditional by defaul
 on the channel axis, as in pix2pix); ``conditional=False`` gives the authors' output-only discriminator.
 
 Discriminators return **logits** (train with ``BCEWithLogitsLoss``), here a logit *map* ``(B, 1, h, w)``.
+
+**Output relative to an input band** (``reference``, ours; None: the paper's direct prediction). With
+``reference = k`` every output band is predicted relative to input band ``k`` (the reddest short-wavelength band):
+``y = tanh(out(h) + atanh(x_k))``, and the output layer starts at zero, so the untrained generator copies band
+``k`` (in the scaled units) into every output band and learns the colour, not the galaxy. A skip connection like
+the residual SR-GANs'; the same reason as the photometric baseline's colour targets (a network, like a tree, learns
+an identity slowly).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from workflow_scripts.models.dcgan import LEAKY_SLOPE
 
 #: kernel of every convolution of both networks (the paper's code)
 KERNEL = 4
+#: the reference band is clipped to +-this before its atanh (a finite logit at the scaling's ends)
+REFERENCE_CLIP = 0.999
 
 
 class UNetGenerator(nn.Module):
@@ -52,12 +61,15 @@ class UNetGenerator(nn.Module):
     (our default) runs at depth 8 as a 256x256 map without resizing it, and the paper's 256x256 resized input is
     used as it is.
 
+    ``reference``: None, or the index of the input band that every output is predicted relative to (see the module
+    docstring); then the output layer starts at zero.
+
     Training note: the innermost map is ``H_pad / 2**depth`` pixels wide (1x1 at depth 8 on 256x256) and carries a
     BatchNorm, so in training mode a batch needs more than one image there (the paper trained with batch 16).
     """
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, base: int = 64, depth: int = 8,
-                 dropout: float = 0.5, n_dropout: int = 3, max_mult: int = 8) -> None:
+                 dropout: float = 0.5, n_dropout: int = 3, max_mult: int = 8, reference: int | None = None) -> None:
         super().__init__()
         depth, n_dropout, max_mult = int(depth), int(n_dropout), int(max_mult)
         if depth < 1:
@@ -72,6 +84,12 @@ class UNetGenerator(nn.Module):
         self.arch: dict[str, Any] = {"in_channels": int(in_channels), "out_channels": int(out_channels),
                                      "base": int(base), "depth": depth, "dropout": float(dropout),
                                      "n_dropout": n_dropout, "max_mult": max_mult}
+        if reference is not None:  # only when set: model files written before the option rebuild unchanged
+            if not 0 <= int(reference) < int(in_channels):
+                raise ValueError(f"UNetGenerator: reference must index an input band, 0..{int(in_channels) - 1}, "
+                                 f"got {reference}")
+            self.arch["reference"] = int(reference)
+        self.reference = self.arch.get("reference")
         self.depth = depth
         ch = [min(2**i, max_mult) * int(base) for i in range(depth)]
         self.channels = tuple(ch)
@@ -100,6 +118,15 @@ class UNetGenerator(nn.Module):
         self.up = nn.ModuleList(up)
         self.out = nn.ConvTranspose2d(ch[0] if depth == 1 else 2 * ch[0], int(out_channels), KERNEL, 2, 1,
                                       bias=True)
+        self.reset_after_init()
+
+    def reset_after_init(self) -> None:
+        """With ``reference``: the output layer at zero, so the generator starts as a copy of the reference band
+        (called by ``init_weights`` after every initialisation)."""
+        if self.reference is not None:
+            with torch.no_grad():
+                self.out.weight.zero_()
+                self.out.bias.zero_()
 
     def padding(self, height: int, width: int) -> tuple[int, int, int, int]:
         """``(left, right, top, bottom)`` padding that brings an H x W input to multiples of ``2**depth``."""
@@ -116,13 +143,17 @@ class UNetGenerator(nn.Module):
             # reflect needs each pad < the size along its axis; otherwise repeat the edge pixels
             mode = "reflect" if max(pad[:2]) < w and max(pad[2:]) < h else "replicate"
             x = F.pad(x, pad, mode=mode)
+        ref = None if self.reference is None else x[:, self.reference:self.reference + 1]
         skips = []
         for block in self.down:
             x = block(x)
             skips.append(x)
         for k, block in enumerate(self.up):
             x = torch.cat([block(x), skips[-2 - k]], dim=1)
-        y = torch.tanh(self.out(x))
+        logit = self.out(x)
+        if ref is not None:
+            logit = logit + torch.atanh(ref.clamp(-REFERENCE_CLIP, REFERENCE_CLIP))
+        y = torch.tanh(logit)
         if any(pad):
             y = y[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
         return y

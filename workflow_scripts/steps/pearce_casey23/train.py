@@ -20,7 +20,8 @@ except ImportError:
 from workflow_scripts.imaging.stamps import read_cutouts
 from workflow_scripts.io import atomic_path
 from workflow_scripts.steps._common import run
-from workflow_scripts.studies.pearce_casey23.cgan import fit_scalings, scalings_to_dict, split_bands, train_pix2pix
+from workflow_scripts.studies.pearce_casey23.cgan import (fit_scalings, reference_index, scalings_to_dict, split_bands,
+                                                          train_pix2pix)
 from workflow_scripts.train import distributed, launch
 from workflow_scripts.train.loop import TrainResult
 
@@ -45,7 +46,8 @@ def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = Tr
             tmp.write_text(json.dumps(scalings_to_dict(scalings, study["input_bands"], study["output_bands"],
                                                        study["model"]["resize"]), indent=2))
     result = train_pix2pix(study["model"], sw, lw, scalings, copies=study["augment"], seed=spec["seed"],
-                           device=spec["device"], out_dir=spec["out_dir"], progress=is_main)
+                           device=spec["device"], out_dir=spec["out_dir"], progress=is_main,
+                           reference=reference_index(study["model"], study["input_bands"]))
     log.info("pix2pix: epochs %d, %s, resumed=%s", result.epochs_done, result.throughput(), result.resumed)
     return result
 

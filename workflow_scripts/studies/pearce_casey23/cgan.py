@@ -9,6 +9,8 @@
   sees input and output (``conditional``; the authors' saw the output only), with the
   :class:`~workflow_scripts.train.objectives.gan.ConditionalGAN` objective (BCE-with-logits + ``l1_weight`` x L1;
   its generator step is not detached, so the adversarial gradient reaches the generator).
+* Output (``model.reference_band``, ours; null: the paper's direct prediction): every LW band predicted relative to
+  the reddest SW band, the generator starting as a copy of it (:func:`reference_index`).
 """
 
 from __future__ import annotations
@@ -70,9 +72,16 @@ def to_model_space(cube: np.ndarray, scaling: AsinhScaling, resize: int = 0) -> 
     return _resize(t, resize)
 
 
-def build_objective(model: Mapping[str, Any], n_in: int, n_out: int) -> ConditionalGAN:
+def reference_index(model: Mapping[str, Any], input_bands: Sequence[str]) -> int | None:
+    """The input band every output is predicted relative to (``model.reference_band``; None: the paper's direct
+    prediction)."""
+    band = model.get("reference_band")
+    return None if band is None else list(input_bands).index(band)
+
+
+def build_objective(model: Mapping[str, Any], n_in: int, n_out: int, reference: int | None = None) -> ConditionalGAN:
     generator = UNetGenerator(in_channels=n_in, out_channels=n_out, base=model["base"], depth=model["depth"],
-                              dropout=model["dropout"], n_dropout=model["n_dropout"])
+                              dropout=model["dropout"], n_dropout=model["n_dropout"], reference=reference)
     discriminator = PatchDiscriminator(image_channels=n_out, condition_channels=n_in, base=model["base"],
                                        n_layers=PATCH_LAYERS, conditional=model["conditional"])
     return ConditionalGAN(generator, discriminator, adversarial_gradient=model.get("adversarial_gradient", True))
@@ -85,12 +94,14 @@ def train_config(model: Mapping[str, Any], seed: int, device: str) -> TrainConfi
 
 
 def train_pix2pix(model: Mapping[str, Any], sw: np.ndarray, lw: np.ndarray, scalings: Mapping[str, AsinhScaling],
-                  *, copies: int, seed: int, device: str, out_dir: str | Path, progress: bool = True) -> TrainResult:
-    """Train on ``copies`` dihedral copies of the (input, output) training cubes (physical units)."""
+                  *, copies: int, seed: int, device: str, out_dir: str | Path, progress: bool = True,
+                  reference: int | None = None) -> TrainResult:
+    """Train on ``copies`` dihedral copies of the (input, output) training cubes (physical units); ``reference``:
+    see :func:`reference_index`."""
     sw_a, lw_a = augment([sw, lw], copies)
     resize = int(model["resize"])
     data = (to_model_space(sw_a, scalings["input"], resize), to_model_space(lw_a, scalings["output"], resize))
-    objective = build_objective(model, sw.shape[1], lw.shape[1])
+    objective = build_objective(model, sw.shape[1], lw.shape[1], reference)
     log.info("pix2pix: %d training pairs (%d cutouts x %d), %d -> %d bands, %d px, base %d, depth %d, device %s",
              len(sw_a), len(sw), copies, sw.shape[1], lw.shape[1], data[0].shape[-1], model["base"],
              model["depth"], device)
@@ -108,5 +119,5 @@ def predict(generator_path: str | Path, sw: np.ndarray, scalings: Mapping[str, A
     return scalings["output"].inverse(np.clip(out.numpy(), -1.0, 1.0)).astype(np.float32)
 
 
-__all__ = ["build_objective", "fit_scalings", "predict", "scalings_from_dict", "scalings_to_dict", "split_bands",
-           "to_model_space", "train_pix2pix"]
+__all__ = ["build_objective", "fit_scalings", "predict", "reference_index", "scalings_from_dict", "scalings_to_dict",
+           "split_bands", "to_model_space", "train_pix2pix"]

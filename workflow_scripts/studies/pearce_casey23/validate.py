@@ -35,6 +35,10 @@ def check(config: Mapping[str, Any]) -> None:
     if both:
         raise ConfigError(f"config: pearce_casey23: {', '.join(sorted(both))} is both an input and an output band")
     model = study["model"]
+    ref = model.get("reference_band")
+    if ref is not None and ref not in study["input_bands"]:
+        raise ConfigError(f"config: pearce_casey23.model.reference_band = {ref!r} is not one of the input_bands "
+                          f"({', '.join(study['input_bands'])})")
     if model["n_dropout"] > model["depth"] - 1:
         raise ConfigError(f"config: pearce_casey23.model.n_dropout = {model['n_dropout']} exceeds the U-Net's "
                           f"{model['depth'] - 1} inner decoder blocks (depth {model['depth']})")
