@@ -51,6 +51,8 @@ if part bench; then
     timeout 90 "$PY" benchmarks/bench_pixelcnn.py --seconds 2 --threads 16
     timeout 120 "$PY" benchmarks/bench_tessellation.py --device "$DEVICE" --side "$TESS_SIDE" --filters 256 128 64 32 \
         --threads 16
+    timeout 120 "$PY" benchmarks/bench_tessellation.py --device "$DEVICE" --side "$TESS_SIDE" --filters 256 128 64 32 \
+        --threads 16 --bf16 --channels-last
     timeout 120 "$PY" benchmarks/bench_photometry.py --renders .device/data/photometry_renders.npz --devices "$DEVICE" \
         --models exp bdf --no-ngmix ${QUICK:+--quick --sizes 21 --threads 1}
     [ -n "${QUICK:-}" ] || timeout 150 "$PY" benchmarks/bench_deblend.py --quick --only gan
