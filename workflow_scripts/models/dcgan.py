@@ -60,6 +60,12 @@ def init_weights(module: nn.Module, std: float = 0.02, scheme: str = "normal") -
                     nn.init.normal_(m.weight, 1.0, std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
+    return after_init(module)
+
+
+def after_init(module: nn.Module) -> nn.Module:
+    """Call ``reset_after_init()`` on every submodule that has one (a starting point a model sets after its weights
+    are initialised, e.g. an output layer at zero); returns ``module``."""
     for m in module.modules():
         hook = getattr(m, "reset_after_init", None)
         if callable(hook):

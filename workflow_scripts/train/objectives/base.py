@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from workflow_scripts.models import architecture
+from workflow_scripts.models.dcgan import after_init
 
 if TYPE_CHECKING:  # the loop imports the objectives; its config is only a type here
     from workflow_scripts.train.checkpoint import Legacy
@@ -122,10 +123,7 @@ class Objective(ABC):
                 reset = getattr(sub, "reset_parameters", None)
                 if callable(reset):
                     reset()
-            for sub in module.modules():
-                hook = getattr(sub, "reset_after_init", None)
-                if callable(hook):
-                    hook()
+            after_init(module)
 
     def config_fingerprint(self, cfg: TrainConfig) -> dict[str, Any]:
         """The options of ``cfg`` this objective reads that change the trained weights (learning rates ...)."""
