@@ -549,3 +549,83 @@ def test_discriminator_sees_the_observed_fake_and_l1_the_clean_one(tmp_path):
     assert 0.4 < float(noise.std()) < 0.6
     plain = sr_task()
     assert task.fingerprint()["observe"]["sigma"] == [0.5] and "observe" not in plain.fingerprint()
+
+
+# ------------------------------------------------------------------------------------ learning-rate schedules
+def test_lr_factor_follows_each_schedule_and_refuses_an_unknown_one():
+    from workflow_scripts.train import LR_SCHEDULES, lr_factor
+
+    done = np.linspace(0.0, 1.0, 101)[:-1]
+    for schedule in LR_SCHEDULES:
+        f = np.array([lr_factor(schedule, t) for t in done])
+        assert f[0] == 1.0 and (np.diff(f) <= 1e-12).all() and (f >= 0).all(), schedule
+    assert lr_factor("constant", 0.9) == 1.0
+    assert lr_factor("cosine", 0.5) == pytest.approx(0.5) and lr_factor("cosine", 0.99) < 1e-3
+    assert lr_factor("linear", 0.49) == 1.0 and lr_factor("linear", 0.75) == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        lr_factor("step", 0.5)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        TrainConfig(lr_schedule="exponential")
+
+
+class RateRecordingTask(ConditionalTask):
+    """The SR task, recording both optimisers' learning rates at every step (before the step uses them)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.rates = []
+
+    def step(self, batch, ctx):
+        self.rates.append((ctx.optimizers["generator"].param_groups[0]["lr"],
+                           ctx.optimizers["discriminator"].param_groups[0]["lr"]))
+        return super().step(batch, ctx)
+
+
+def recording_task() -> RateRecordingTask:
+    return RateRecordingTask(SRGenerator(1, base=4), SRDiscriminator(1, base=4, conditional=True))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_lr_schedule_sets_every_step_and_a_signal_resume_follows_it_bit_for_bit(tmp_path, schedule):
+    from workflow_scripts.train import lr_factor
+
+    data = sr_data(32)  # 4 steps per epoch, 3 epochs
+    straight = recording_task()
+    res = train(straight, data, cfg(lr_schedule=schedule, lr_g=2e-4, lr_d=1e-4), tmp_path / "a", progress=False)
+    assert res.completed and len(straight.rates) == 12
+    want = [(2e-4 * lr_factor(schedule, k / 12), 1e-4 * lr_factor(schedule, k / 12)) for k in range(12)]
+    np.testing.assert_allclose(straight.rates, want, rtol=1e-12)
+    assert straight.rates[-1][0] < 0.3 * 2e-4  # it does decay
+
+    def stop(info):
+        if info.global_step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first = recording_task()
+    assert train(first, data, cfg(lr_schedule=schedule, lr_g=2e-4, lr_d=1e-4), tmp_path / "b", progress=False,
+                 callback=stop).preempted
+    second = recording_task()
+    again = train(second, data, cfg(lr_schedule=schedule, lr_g=2e-4, lr_d=1e-4), tmp_path / "b", progress=False)
+    assert again.resumed and again.completed
+    assert first.rates + second.rates == straight.rates
+    assert_same_weights(params(second.generator), params(straight.generator))
+    assert_same_weights(params(second.discriminator), params(straight.discriminator))
+    # the constant rate trains other weights (the schedule is not a no-op)
+    constant = sr_task()
+    train(constant, data, cfg(lr_g=2e-4, lr_d=1e-4), tmp_path / "c", progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(params(constant.generator).values(),
+                                                     params(straight.generator).values()))
+
+
+def test_a_scheduled_run_is_not_extended_from_a_shorter_one(tmp_path):
+    """Under a schedule the rate at every step depends on the run's length, so a 1-epoch checkpoint cannot be
+    continued into a 2-epoch run: it is set aside and the run equals a fresh one."""
+    data = sr_data(16)
+    assert "lr_schedule" not in TrainConfig().fingerprint()  # checkpoints written before the option still resume
+    train(sr_task(), data, cfg(epochs=1, lr_schedule="cosine"), tmp_path / "run", progress=False)
+    longer = sr_task()
+    res = train(longer, data, cfg(epochs=2, lr_schedule="cosine"), tmp_path / "run", progress=False)
+    assert not res.resumed and res.epochs_done == 2
+    fresh = sr_task()
+    train(fresh, data, cfg(epochs=2, lr_schedule="cosine"), tmp_path / "fresh", progress=False)
+    assert_same_weights(params(longer.generator), params(fresh.generator))

@@ -11,6 +11,8 @@ relativistic-average SGAN) and likelihood models (PixelCNN). What is trained, an
 * **State by name**: the objective's modules, their optimisers, one grad scaler per optimiser and the weight
   average of the exported module are dicts keyed by the names the objective gives them; so are the checkpoint's
   entries (:mod:`.checkpoint`, format version 2; version-1 GAN checkpoints still resume).
+* **Learning rate** (``cfg.lr_schedule``): constant, or a cosine or linear decay to 0 (:func:`lr_factor`), set
+  on every optimiser before each step as a function of the step alone, so a resumed run follows it exactly.
 * **Device** ``auto``: cuda when present, else cpu. Mixed precision (``torch.autocast`` fp16 + one ``GradScaler``
   per optimiser) on cuda only. ``deterministic``: ``torch.use_deterministic_algorithms(True)`` on cpu, cuDNN
   deterministic kernels on cuda (bitwise reproducibility is promised on cpu only). Global flags are restored on exit.
@@ -105,6 +107,24 @@ def csv_columns(objective: Objective) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------------------ config
+#: the learning-rate schedules of :class:`TrainConfig` (``lr_schedule``)
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+def lr_factor(schedule: str, done: float) -> float:
+    """The factor on every optimiser's learning rate when the fraction ``done`` (in [0, 1)) of the run's steps is
+    behind it. ``constant``: 1. ``cosine``: (1 + cos(pi done)) / 2, from 1 to 0 over the run (Zanisi+21's code:
+    cosine over its 10^6 steps). ``linear``: 1 for the first half, then linearly to 0 (pix2pix's reference code:
+    ``n_epochs`` constant, ``n_epochs_decay`` linear)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+    if schedule == "linear":
+        return min(1.0, 2.0 * (1.0 - done))
+    raise ConfigError(f"training: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+
+
 @dataclass
 class TrainConfig:
     """Training hyper-parameters and run-time options (defaults: Hemmati+22's later runs)."""
@@ -139,6 +159,9 @@ class TrainConfig:
     #: instead of the last step's weights (0 = off, the paper). The average is over ~1/(1 - decay) steps, with the usual
     #: warm-up min(decay, (1 + t) / (10 + t)) so the random initial weights do not linger in a short run.
     ema_decay: float = 0.0
+    #: every optimiser's learning rate over the run (:func:`lr_factor`): constant (the default), cosine (to 0 over
+    #: the run) or linear (constant for the first half, then linearly to 0)
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         try:
@@ -158,6 +181,8 @@ class TrainConfig:
              f"checkpoint_every_seconds must be > 0 or null, got {self.checkpoint_every_seconds}"),
             (int(self.num_workers) >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
             (0.0 <= self.ema_decay < 1.0, f"ema_decay must lie in [0, 1), got {self.ema_decay}"),
+            (self.lr_schedule in LR_SCHEDULES,
+             f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -183,6 +208,8 @@ class TrainConfig:
         keys = ["batch_size", "seed", "deterministic", "drop_last", "reinit"]
         if self.ema_decay:  # only when on, so checkpoints written before the option still resume
             keys.append("ema_decay")
+        if self.lr_schedule != "constant":  # the rate at every step depends on the run's length: no extending
+            keys += ["lr_schedule", "epochs"]
         return {k: getattr(self, k) for k in keys}
 
 
@@ -433,6 +460,7 @@ def _run(objective: Objective, ds: Dataset, n: int, cfg: TrainConfig, out_dir: P
     for module in modules.values():
         module.to(device).train()
     optimizers = objective.optimizers(cfg)
+    base_lrs = {name: [group["lr"] for group in opt.param_groups] for name, opt in optimizers.items()}
     ema = ({objective.export: weight_average(modules[objective.export], cfg.ema_decay)} if cfg.ema_decay else {})
     scalers = {name: torch.amp.GradScaler(device.type, enabled=amp) for name in optimizers}
 
@@ -518,6 +546,11 @@ def _run(objective: Objective, ds: Dataset, n: int, cfg: TrainConfig, out_dir: P
         bar = _progress_bar(progress and ddp.is_main, len(batches), first, f"epoch {epoch + 1}/{cfg.epochs}",
                             isatty)
         for batch in _iter_batches(ds, ddp.shard(batches[first:]), cfg, epoch, device):
+            if cfg.lr_schedule != "constant":  # a function of the step alone, so a resumed run follows it exactly
+                factor = lr_factor(cfg.lr_schedule, (epoch + step_in_epoch / len(batches)) / cfg.epochs)
+                for name, opt in optimizers.items():
+                    for group, base in zip(opt.param_groups, base_lrs[name]):
+                        group["lr"] = base * factor
             losses = objective.step(batch, ctx)
             for name, avg in ema.items():
                 avg.update_parameters(modules[name])
@@ -626,6 +659,7 @@ __all__ = [
     "GENERATOR_NAME",
     "LOSSES_CSV",
     "LOSSES_PNG",
+    "LR_SCHEDULES",
     "PREEMPTED_EXIT_CODE",
     "Preempted",
     "StepInfo",
@@ -635,6 +669,7 @@ __all__ = [
     "csv_columns",
     "dataset_fingerprint",
     "epoch_batches",
+    "lr_factor",
     "train",
     "training_code_version",
     "weight_average",

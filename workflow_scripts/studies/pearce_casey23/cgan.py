@@ -90,7 +90,7 @@ def build_objective(model: Mapping[str, Any], n_in: int, n_out: int, reference: 
 def train_config(model: Mapping[str, Any], seed: int, device: str) -> TrainConfig:
     return TrainConfig(epochs=model["epochs"], batch_size=model["batch_size"], lr_g=model["lr_g"],
                        lr_d=model["lr_d"], betas=(model["beta1"], 0.999), l1_weight=model["l1_weight"], seed=seed,
-                       device=device)
+                       device=device, lr_schedule=model.get("lr_schedule", "constant"))
 
 
 def train_pix2pix(model: Mapping[str, Any], sw: np.ndarray, lw: np.ndarray, scalings: Mapping[str, AsinhScaling],

@@ -62,7 +62,8 @@ def build_pixelcnn(model: Mapping[str, Any], bits: int, n_classes: int = 0,
 
 def train_config(model: Mapping[str, Any], seed: int, device: str) -> TrainConfig:
     return TrainConfig(epochs=model["epochs"], batch_size=model["batch_size"], lr=model["lr"],
-                       betas=(model["beta1"], model["beta2"]), seed=seed, device=device)
+                       betas=(model["beta1"], model["beta2"]), seed=seed, device=device,
+                       lr_schedule=model.get("lr_schedule", "constant"))
 
 
 def training_data(kind: str, cube: np.ndarray, scaling: StampScaling, *, copies: int, mu: float,
