@@ -586,16 +586,21 @@ def recording_task() -> RateRecordingTask:
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
-def test_lr_schedule_sets_every_step_and_a_signal_resume_follows_it_bit_for_bit(tmp_path, schedule):
+def test_lr_schedule_sets_every_step_and_a_signal_resume_follows_it_bit_for_bit(tmp_path, schedule, caplog):
     from workflow_scripts.train import lr_factor
 
     data = sr_data(32)  # 4 steps per epoch, 3 epochs
     straight = recording_task()
-    res = train(straight, data, cfg(lr_schedule=schedule, lr_g=2e-4, lr_d=1e-4), tmp_path / "a", progress=False)
+    with caplog.at_level("INFO", logger="workflow_scripts.train.loop"):
+        res = train(straight, data, cfg(lr_schedule=schedule, lr_g=2e-4, lr_d=1e-4), tmp_path / "a", progress=False)
     assert res.completed and len(straight.rates) == 12
     want = [(2e-4 * lr_factor(schedule, k / 12), 1e-4 * lr_factor(schedule, k / 12)) for k in range(12)]
     np.testing.assert_allclose(straight.rates, want, rtol=1e-12)
     assert straight.rates[-1][0] < 0.3 * 2e-4  # it does decay
+    # the epoch lines say where the rate stands, and the model file which schedule trained it
+    last = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 3/3")]
+    assert last and f"learning rate x{lr_factor(schedule, 11 / 12):.3g} ({schedule})" in last[0]
+    assert torch.load(res.generator_path, weights_only=True)["meta"]["lr_schedule"] == schedule
 
     def stop(info):
         if info.global_step == 7:

@@ -593,8 +593,11 @@ def _run(objective: Objective, ds: Dataset, n: int, cfg: TrainConfig, out_dir: P
                         "images_per_s": images / epoch_seconds if epoch_seconds > 0 else float("nan")})
         if ddp.is_main:
             _write_losses(out_dir, history, objective)
-        log.info("epoch %d/%d: %s (%.1f s, %.1f images/s)", epoch + 1, cfg.epochs,
-                 " ".join(f"{k} {means[k]:.4f}" for k in columns), epoch_seconds, history[-1]["images_per_s"])
+        rate = ("" if cfg.lr_schedule == "constant" else
+                f", learning rate x{lr_factor(cfg.lr_schedule, (epoch + (steps - 1) / steps) / cfg.epochs):.3g} "
+                f"({cfg.lr_schedule}) at the last step")
+        log.info("epoch %d/%d: %s (%.1f s, %.1f images/s%s)", epoch + 1, cfg.epochs,
+                 " ".join(f"{k} {means[k]:.4f}" for k in columns), epoch_seconds, history[-1]["images_per_s"], rate)
         done = epoch + 1
         stopping, = ddp.sync_stop(stop)  # a signal during the epoch's bookkeeping: all ranks must agree
         if stopping or done % cfg.checkpoint_every_epochs == 0 or done == cfg.epochs:
@@ -607,7 +610,8 @@ def _run(objective: Objective, ds: Dataset, n: int, cfg: TrainConfig, out_dir: P
     if ddp.is_main:
         exported = ema[objective.export].module if ema else modules[objective.export]
         save_model(exported, model_path, meta={"objective": objective.name, "epochs": len(history), "seed": cfg.seed,
-                                               "global_step": global_step, "ema_decay": cfg.ema_decay})
+                                               "global_step": global_step, "ema_decay": cfg.ema_decay,
+                                               "lr_schedule": cfg.lr_schedule})
     ddp.barrier()
     return result(True, model_path)
 
