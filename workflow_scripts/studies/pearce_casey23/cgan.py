@@ -11,6 +11,8 @@
   its generator step is not detached, so the adversarial gradient reaches the generator).
 * Output (``model.reference_band``, ours; null: the paper's direct prediction): every LW band predicted relative to
   the reddest SW band, the generator starting as a copy of it (:func:`reference_index`).
+* Learning rates (``model.lr_schedule``, ours: ``linear``, pix2pix's decay to 0 over the second half of the run;
+  ``constant``: the paper, which gives no schedule), applied by the shared loop.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ fourth beyond the paper (``shared_model``):
 Each is a :class:`~workflow_scripts.models.pixelcnn.PixelCNN` trained with
 :class:`~workflow_scripts.train.LikelihoodObjective` (``log_prob=model.params_log_prob``: nats per image of the
 quantised pixels; losses.csv reports bits/dim) on ``augment`` dihedral copies of the stamps (the paper: random
-rotations). Adam with a constant learning rate (the authors': 3e-6 with a cosine decay over 1e6 steps). With
+rotations). Adam, its rate over the run set by ``model.lr_schedule`` (the demo: constant; the authors' and the
+paper preset's: a cosine decay, theirs from 3e-6 over 1e6 steps). With
 ``model.output_start: marginal`` (ours, the default) each starts at the marginal distribution of its own training
 pixels (:func:`~workflow_scripts.models.pixelcnn.marginal_start`; the shared model at that of both sets), so the
 demo's few epochs go to what the context adds, not to finding the sky's level and noise; ``none``: the plain start.
