@@ -129,7 +129,7 @@ def roc_figure(normal: pd.DataFrame, anomalies: Mapping[str, pd.DataFrame], aucs
     detectors (dashed: the cGAN's core excess, and the LW - SW core share without learning) and of the baseline's
     regressor on the noise-free truth magnitudes (dash-dotted grey: photometry at infinite S/N), per anomaly class
     against the normal galaxies."""
-    fig, axes = plt.subplots(1, len(anomalies), figsize=(3.8 * len(anomalies), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(anomalies), figsize=(3.8 * len(anomalies), 4.6), squeeze=False)
     curves = [("cgan_sed_error", "cgan", "cGAN SED error", "-"),
               ("baseline_sed_error", "baseline", "photometric baseline", "-"),
               ("cgan_core_excess", "cgan", "cGAN core excess (ours)", "--"),
@@ -144,7 +144,9 @@ def roc_figure(normal: pd.DataFrame, anomalies: Mapping[str, pd.DataFrame], aucs
         ax.plot([0, 1], [0, 1], ":", color="0.6")
         ax.set_xlabel("false-positive rate (normal galaxies)")
         ax.set_ylabel(f"true-positive rate ({cls}s, n={len(df)})")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.set_aspect("equal")
+        # below the axes: inside, the legend hid the curves where they run close to the diagonal
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
     save_figure(fig, out_png, out_pdf)
 
