@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from workflow_scripts.errors import PipelineError
-from workflow_scripts.metrics import ENTRY_FIELDS, entry, validate_metrics
+from workflow_scripts.metrics import ENTRY_FIELDS, bootstrap_median, entry, validate_metrics
 from workflow_scripts.studies.hemmati22.metrics import headline_entries, summarise
 from workflow_scripts.studies.hemmati22.paper import PAPER
 
@@ -131,3 +131,21 @@ def test_a_magnitude_matched_auc_removes_what_brightness_explains_and_keeps_the_
     expected = norm.cdf(0.5 / np.sqrt(2 * 0.5**2 + 2 * 0.3**2))
     assert matched_auc(s_p + 0.5, mag_p, s_n, mag_n, 0.25)[0] == pytest.approx(expected, abs=0.02)
     assert np.isnan(matched_auc(s_p, mag_p, s_n, mag_n + 100.0, 0.25)[0])  # no bin holds both
+
+
+def test_bootstrap_interval_of_a_median_has_its_nominal_coverage():
+    # 300 samples of 60 draws from N(0, 1): the true median (0) lies inside the 68 % interval ~68 % of the time,
+    # and the interval's half width averages the median's standard error, sqrt(pi / 2) / sqrt(60) = 0.162
+    rng = np.random.default_rng(3)
+    intervals = np.array([bootstrap_median(rng.normal(0.0, 1.0, 60), seed=i) for i in range(300)])
+    covered = np.mean((intervals[:, 0] < 0.0) & (0.0 < intervals[:, 1]))
+    assert covered == pytest.approx(0.68, abs=0.08)
+    assert np.mean(np.diff(intervals, axis=1)) / 2 == pytest.approx(math.sqrt(math.pi / 2 / 60), rel=0.15)
+
+
+def test_bootstrap_interval_of_a_median_leaves_out_non_finite_values_and_is_seeded():
+    x = np.random.default_rng(4).normal(0.0, 1.0, 50)
+    assert bootstrap_median(np.r_[x, np.nan, np.inf], seed=1) == bootstrap_median(x, seed=1)
+    lo, hi = bootstrap_median(x, seed=1)
+    assert lo < np.median(x) < hi
+    assert all(math.isnan(v) for v in bootstrap_median([np.nan], seed=1))

@@ -260,6 +260,10 @@ def test_metrics_of_a_known_table():
     assert 0.3 < e["ero_auc"]["ours"] < 0.7 and e["ero_auc"]["holds"] is True
     assert 0.3 < e["baseline_merger_auc"]["ours"] < 0.7
     assert e["sed_error_median"]["ours"] == pytest.approx(0.05, abs=0.01) and e["sed_error_median"]["holds"]
+    # the median's interval: 60 galaxies with errors |N(0.05, 0.02)|, standard error 1.25 x 0.02 / sqrt(60)
+    lo, hi = metrics["cgan"]["sed_error_median_interval_68"]
+    assert lo < e["sed_error_median"]["ours"] < hi and (hi - lo) / 2 == pytest.approx(0.0032, rel=0.4)
+    assert f"68 % bootstrap interval {lo:.3f}-{hi:.3f}" in e["sed_error_median"]["what"]
     lo, hi = metrics["cgan"]["auc"]["ero"]["p16"], metrics["cgan"]["auc"]["ero"]["p84"]
     assert lo < e["ero_auc"]["ours"] < hi
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from workflow_scripts.errors import PipelineError
 
-__all__ = ["ENTRY_FIELDS", "MAG_MATCH_WIDTH", "MetricsError", "bootstrap_auc", "entry", "check_entry", "matched_auc",
-           "plural_label", "ranked_auc", "roc_auc", "roc_points", "validate_metrics"]
+__all__ = ["ENTRY_FIELDS", "MAG_MATCH_WIDTH", "MetricsError", "bootstrap_auc", "bootstrap_median", "entry",
+           "check_entry", "matched_auc", "plural_label", "ranked_auc", "roc_auc", "roc_points", "validate_metrics"]
 
 #: the fields of a headline entry, in the order they are written
 ENTRY_FIELDS = ("id", "what", "paper", "ours", "unit", "goal", "holds")
@@ -177,6 +177,18 @@ def bootstrap_auc(pos: Any, neg: Any, seed: int, n: int = 500) -> tuple[float, f
     rng = np.random.default_rng(seed)
     draws = [roc_auc(rng.choice(pos, pos.size), rng.choice(neg, neg.size)) for _ in range(n)]
     lo, hi = np.nanpercentile(draws, [16, 84])
+    return float(lo), float(hi)
+
+
+def bootstrap_median(values: Any, seed: int, n: int = 500) -> tuple[float, float]:
+    """16th and 84th percentiles of the median of the finite ``values`` over ``n`` bootstrap resamples (NaN, NaN
+    when there are none): how far a headline median over a few dozen objects could move with another sample."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    lo, hi = np.percentile(np.median(rng.choice(v, (n, v.size)), axis=1), [16, 84])
     return float(lo), float(hi)
 
 
