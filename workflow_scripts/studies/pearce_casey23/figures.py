@@ -129,13 +129,15 @@ def roc_figure(normal: pd.DataFrame, anomalies: Mapping[str, pd.DataFrame], aucs
     detectors (dashed: the cGAN's core excess, and the LW - SW core share without learning) and of the baseline's
     regressor on the noise-free truth magnitudes (dash-dotted grey: photometry at infinite S/N), per anomaly class
     against the normal galaxies."""
-    fig, axes = plt.subplots(1, len(anomalies), figsize=(3.8 * len(anomalies), 4.6), squeeze=False)
+    # each panel's legend in its own blank axes below it: inside, it hid the curves near the diagonal
+    fig, axes = plt.subplots(2, len(anomalies), figsize=(3.8 * len(anomalies), 4.8), squeeze=False,
+                             height_ratios=(3.5, 1.0))
     curves = [("cgan_sed_error", "cgan", "cGAN SED error", "-"),
               ("baseline_sed_error", "baseline", "photometric baseline", "-"),
               ("cgan_core_excess", "cgan", "cGAN core excess (ours)", "--"),
               ("gradient_core_excess", "baseline", "LW - SW core share (ours)", "--"),
               ("truth_photometry_sed_error", None, "photometry at infinite S/N (truth; ours)", "-.")]
-    for ax, (cls, df) in zip(axes[0], anomalies.items()):
+    for ax, lax, (cls, df) in zip(axes[0], axes[1], anomalies.items()):
         for col, colour, lab, style in curves:
             if len(df) and len(normal) and col in aucs and col in df.columns:
                 fpr, tpr = roc_curve(df[col].to_numpy(), normal[col].to_numpy())
@@ -144,9 +146,8 @@ def roc_figure(normal: pd.DataFrame, anomalies: Mapping[str, pd.DataFrame], aucs
         ax.plot([0, 1], [0, 1], ":", color="0.6")
         ax.set_xlabel("false-positive rate (normal galaxies)")
         ax.set_ylabel(f"true-positive rate ({cls}s, n={len(df)})")
-        ax.set_aspect("equal")
-        # below the axes: inside, the legend hid the curves where they run close to the diagonal
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+        lax.axis("off")
+        lax.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="upper center", frameon=False)
     fig.tight_layout()
     save_figure(fig, out_png, out_pdf)
 
