@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from astropy.visualization import make_lupton_rgb
 
+from workflow_scripts.metrics import plural_label
 from workflow_scripts.plotting.save import FigureError, plt, save_figure
 from workflow_scripts.studies.pearce_casey23.paper import COLOURS
 from workflow_scripts.studies.pearce_casey23.sed import floored_mag, roc_curve
@@ -115,8 +116,8 @@ def sed_error_distribution(normal: pd.DataFrame, anomalies: Mapping[str, pd.Data
     for key, df in {"normal": normal, **anomalies}.items():
         if len(df):
             v = np.clip(df["cgan_sed_error"].to_numpy(float), 0, bins[-1])
-            ax.hist(v, bins=bins, histtype="step", density=True, color=COLOURS[key], label=f"{key} ({len(df)})")
-    ax.set_xlabel("cGAN SED error [mag]")
+            ax.hist(v, bins=bins, histtype="step", density=True, color=COLOURS[key], label=f"{'normal galaxies' if key == 'normal' else plural_label(key)} ({len(df)})")
+    ax.set_xlabel(f"cGAN SED error [mag] (last bin: >= {bins[-1]:g})")
     ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -145,7 +146,7 @@ def roc_figure(normal: pd.DataFrame, anomalies: Mapping[str, pd.DataFrame], aucs
                         label=f"{lab}: AUC {aucs[col][cls]:.2f}")
         ax.plot([0, 1], [0, 1], ":", color="0.6")
         ax.set_xlabel("false-positive rate (normal galaxies)")
-        ax.set_ylabel(f"true-positive rate ({cls}s, n={len(df)})")
+        ax.set_ylabel(f"true-positive rate ({plural_label(cls)}, n={len(df)})")
         lax.axis("off")
         lax.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="upper center", frameon=False)
     fig.tight_layout()
