@@ -91,7 +91,7 @@ def sed_panel(row: pd.Series, in_bands: Sequence[str], out_bands: Sequence[str],
         ax.plot(lam_out, pm, "s--", color=COLOURS[col], label=f"{label} (SED error {row[f'{col}_sed_error']:.2f})")
     ax.invert_yaxis()
     ax.set_xlabel("wavelength [µm]")
-    ax.set_ylabel("AB mag (r = aperture)")
+    ax.set_ylabel("aperture AB mag")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
