@@ -38,7 +38,7 @@ rule pearce_casey23_match:
         field="|".join(PC23_FIELDS),
         band="|".join(PC23_BANDS),
     params:
-        study=config_slice("pearce_casey23", "psf_target", "background"),
+        study=config_slice("pearce_casey23", "psf_target", "psf_wings", "background"),
         survey=PC23_SURVEY_PARAMS,
         code=code_version("steps/pearce_casey23/match.py"),
         lineage=PC23_LINEAGE,

@@ -308,6 +308,11 @@ def test_config_checks_name_the_bad_key():
     bad["pearce_casey23"]["core_radius_px"] = 12
     with pytest.raises(ConfigError, match="core_radius_px = 12 must be smaller than aperture_radius_px"):
         validate_config(bad)
+    for wings in (60, 21):
+        bad = copy.deepcopy(config)
+        bad["pearce_casey23"]["psf_wings"] = wings
+        with pytest.raises(ConfigError, match=f"psf_wings = {wings} must be odd and at least the EPSF stamp of ceers"):
+            validate_config(bad)
     bad = copy.deepcopy(config)
     bad["pearce_casey23"]["model"]["reference_band"] = "F277W"
     with pytest.raises(ConfigError, match="reference_band = 'F277W' is not one of the input_bands"):

@@ -55,6 +55,7 @@ __all__ = [
     "find_stars",
     "build_epsf",
     "estimate_psf",
+    "fit_moffat",
     "measure_fwhm",
     "native_from_oversampled",
     "write_psf",
@@ -348,15 +349,12 @@ def native_from_oversampled(epsf: np.ndarray, oversampling: int, stamp_size: int
     return native / total
 
 
-def measure_fwhm(image: np.ndarray, *, oversampling: int = 1) -> float:
-    """FWHM, in native pixels, of a centred PSF image by a circular 2-D Moffat fit (see the module docstring).
-
-    ``oversampling`` > 1 means ``image`` is sampled that many times per native pixel; coordinates are divided by it
-    so the answer is in native pixels either way.
-    """
+def fit_moffat(image: np.ndarray, *, oversampling: int = 1) -> tuple[float, float]:
+    """``(gamma, alpha)`` of a circular 2-D Moffat, ``A (1 + r^2 / gamma^2)^-alpha``, least-squares fitted to a
+    centred PSF image (``gamma`` in native pixels; ``oversampling`` as in :func:`measure_fwhm`)."""
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2 or not np.isfinite(img).all() or img.max() <= 0:
-        raise PSFError("cannot measure the FWHM of an empty or non-finite PSF image")
+        raise PSFError("cannot fit an empty or non-finite PSF image")
     ny, nx = img.shape
     yy, xx = np.mgrid[:ny, :nx].astype(np.float64)
     xx = (xx - (nx - 1) / 2.0) / oversampling
@@ -375,6 +373,21 @@ def measure_fwhm(image: np.ndarray, *, oversampling: int = 1) -> float:
         warnings.simplefilter("ignore", AstropyUserWarning)
         fit = fitter(model, xx, yy, img, maxiter=500)
     gamma, alpha = abs(float(fit.gamma.value)), float(fit.alpha.value)
+    if not (np.isfinite(gamma) and np.isfinite(alpha) and gamma > 0):
+        raise PSFError("the Moffat fit of the PSF did not converge")
+    return gamma, alpha
+
+
+def measure_fwhm(image: np.ndarray, *, oversampling: int = 1) -> float:
+    """FWHM, in native pixels, of a centred PSF image by a circular 2-D Moffat fit (see the module docstring).
+
+    ``oversampling`` > 1 means ``image`` is sampled that many times per native pixel; coordinates are divided by it
+    so the answer is in native pixels either way.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2 or not np.isfinite(img).all() or img.max() <= 0:
+        raise PSFError("cannot measure the FWHM of an empty or non-finite PSF image")
+    gamma, alpha = fit_moffat(img, oversampling=oversampling)
     fwhm = 2.0 * gamma * math.sqrt(2.0 ** (1.0 / alpha) - 1.0)
     if not np.isfinite(fwhm) or fwhm <= 0:
         raise PSFError("the Moffat fit of the PSF did not converge")

@@ -20,7 +20,8 @@ def main(snakemake: Any, log: Any) -> None:
     source, target = read_psf(snakemake.input.psf), read_psf(snakemake.input.target_psf)
     out, summary = matched_mosaic(mosaic, source.psf, target.psf, target_band=study["psf_target"],
                                   target_fwhm=target.fwhm, background_box=study["background"]["box"],
-                                  background_filter=study["background"]["filter"])
+                                  background_filter=study["background"]["filter"],
+                                  wing_size=study.get("psf_wings"))
     summary.update({"source_fwhm_arcsec": source.fwhm, "target_fwhm_arcsec": target.fwhm})
     log.info("matched %s: %s", snakemake.wildcards.band, summary)
     hdr = out.header

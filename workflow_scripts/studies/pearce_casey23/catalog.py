@@ -22,7 +22,7 @@ import astropy.units as u
 
 from workflow_scripts.detection.sources import ab_magnitude, aperture_fluxes, detect_sources, measure_background
 from workflow_scripts.errors import StudyError
-from workflow_scripts.imaging.psf_matching import match_mosaic, matching_kernel_to
+from workflow_scripts.imaging.psf_matching import match_mosaic, matching_kernel_to, with_moffat_wings
 from workflow_scripts.io import Mosaic
 from workflow_scripts.studies.pearce_casey23.paper import BARRO_ERO
 
@@ -34,12 +34,17 @@ ID_STRIDE = 1_000_000
 
 # --------------------------------------------------------------------------------------------- matching
 def matched_mosaic(mosaic: Mosaic, source_psf: np.ndarray, target_psf: np.ndarray, *, target_band: str,
-                   target_fwhm: float, background_box: int, background_filter: int) -> tuple[Mosaic, dict[str, Any]]:
+                   target_fwhm: float, background_box: int, background_filter: int,
+                 wing_size: int | None = None) -> tuple[Mosaic, dict[str, Any]]:
     """``mosaic`` convolved to the target PSF (photutils matching kernel between the two measured EPSFs; the target
-    band itself is left as it is) with its sep background subtracted; returns it and a summary."""
+    band itself is left as it is) with its sep background subtracted; returns it and a summary. ``wing_size``:
+    both EPSFs extended to that side with fitted Moffat wings first (:func:`.psf_matching.with_moffat_wings`)."""
     if mosaic.band == target_band:
         matched = mosaic
     else:
+        if wing_size:
+            source_psf = with_moffat_wings(source_psf, int(wing_size), f"{mosaic.band} PSF")
+            target_psf = with_moffat_wings(target_psf, int(wing_size), f"{target_band} PSF")
         kernel = matching_kernel_to(source_psf, target_psf)
         matched = match_mosaic(mosaic, kernel, target_band, target_fwhm)
     bkg = measure_background(matched.data, matched.rms, box=background_box, filter_size=background_filter)

@@ -48,6 +48,12 @@ def check(config: Mapping[str, Any]) -> None:
     if 2 * study["aperture_radius_px"] >= study["cutout_size"]:
         raise ConfigError(f"config: pearce_casey23.aperture_radius_px = {study['aperture_radius_px']} does not fit in "
                           f"a {study['cutout_size']} px cutout")
+    wings = study.get("psf_wings")
+    if wings is not None:
+        stamp = {**config["psf"], **config["psf"].get("per_survey", {}).get(name, {})}["stamp_size"]
+        if wings % 2 == 0 or wings < stamp:
+            raise ConfigError(f"config: pearce_casey23.psf_wings = {wings} must be odd and at least the EPSF stamp "
+                              f"of {name} ({stamp} px, psf.stamp_size)")
     core = study.get("core_radius_px")
     if core is not None and not core < study["aperture_radius_px"]:
         raise ConfigError(f"config: pearce_casey23.core_radius_px = {core} must be smaller than aperture_radius_px = "
