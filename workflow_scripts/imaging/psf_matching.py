@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from workflow_scripts.data.psf import EPSFResult, PSFError, measure_fwhm
+from workflow_scripts.data.psf import EPSFResult, PSFError, fit_moffat, measure_fwhm
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.imaging.degrade import _fit_to_size
 from workflow_scripts.io import Mosaic
@@ -163,8 +163,6 @@ def with_moffat_wings(psf: Any, size: int, name: str = "PSF") -> np.ndarray:
     """A measured PSF stamp extended to ``size`` x ``size`` (odd, >= its side) with the wings of a circular Moffat
     fitted to it: inside the stamp the measured PSF times ``1 - f``, outside the Moffat, where ``f`` is the
     Moffat's share of the light beyond the stamp; sum 1. (Written here: photutils has no PSF extrapolation.)"""
-    from workflow_scripts.data.psf import PSFError, fit_moffat
-
     arr = prepare_psf(psf, name)
     n = arr.shape[0]
     if size % 2 == 0 or size < n:
