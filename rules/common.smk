@@ -4,7 +4,7 @@ from pathlib import Path
 
 from workflow_scripts import io as boundary
 from workflow_scripts.code_version import code_version as _code_version
-from workflow_scripts.config import lineage_hash
+from workflow_scripts.config import lineage_hash, psf_settings as _psf_settings
 
 # Scheduling only (no output depends on it): among the jobs that are ready, Snakemake starts those of higher priority
 # first. "start": the PSFs and the cheap jobs at the head of each study's chain, so that every training can start
@@ -33,9 +33,8 @@ def psf_file(survey, field, band, ext="fits"):
 
 
 def psf_settings(survey):
-    """The psf block as it applies to one survey: the top-level settings with the survey's per_survey changes."""
-    base = {k: v for k, v in config["psf"].items() if k != "per_survey"}
-    return {**base, **config["psf"].get("per_survey", {}).get(survey, {})}
+    """The psf block as it applies to one survey (:func:`workflow_scripts.config.psf_settings`)."""
+    return _psf_settings(config, survey)
 
 
 def catalog_file(survey, field):

@@ -176,6 +176,12 @@ def _semantic_checks(config: Mapping[str, Any]) -> None:
         importlib.import_module(f"workflow_scripts.studies.{study}.validate").check(config)
 
 
+def psf_settings(config: Mapping[str, Any], survey: str) -> dict[str, Any]:
+    """The ``psf`` block as it applies to one survey: the top-level settings with its ``per_survey`` changes."""
+    base = {k: v for k, v in config["psf"].items() if k != "per_survey"}
+    return {**base, **config["psf"].get("per_survey", {}).get(survey, {})}
+
+
 #: hex digits of each survey's hash in a lineage (FITS header values hold 68 characters)
 LINEAGE_DIGITS = 8
 

@@ -534,6 +534,10 @@ def _run(objective: Objective, ds: Dataset, n: int, cfg: TrainConfig, out_dir: P
             images_per_second=images_seen / seconds if seconds > 0 and images_seen else float("nan"),
             preempted=not completed and stop.signum is not None, signal=stop.signum)
 
+    def rate_at(epoch: int, step: int, steps: int) -> float:
+        """The schedule's factor at ``step`` of an epoch of ``steps``: set before each step, logged per epoch."""
+        return lr_factor(cfg.lr_schedule, (epoch + step / steps) / cfg.epochs)
+
     isatty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     for epoch in range(start_epoch, cfg.epochs):
         batches = epoch_batches(n, cfg.batch_size, cfg.seed, epoch, cfg.drop_last)
@@ -547,7 +551,7 @@ def _run(objective: Objective, ds: Dataset, n: int, cfg: TrainConfig, out_dir: P
                             isatty)
         for batch in _iter_batches(ds, ddp.shard(batches[first:]), cfg, epoch, device):
             if cfg.lr_schedule != "constant":  # a function of the step alone, so a resumed run follows it exactly
-                factor = lr_factor(cfg.lr_schedule, (epoch + step_in_epoch / len(batches)) / cfg.epochs)
+                factor = rate_at(epoch, step_in_epoch, len(batches))
                 for name, opt in optimizers.items():
                     for group, base in zip(opt.param_groups, base_lrs[name]):
                         group["lr"] = base * factor
@@ -594,7 +598,7 @@ def _run(objective: Objective, ds: Dataset, n: int, cfg: TrainConfig, out_dir: P
         if ddp.is_main:
             _write_losses(out_dir, history, objective)
         rate = ("" if cfg.lr_schedule == "constant" else
-                f", learning rate x{lr_factor(cfg.lr_schedule, (epoch + (steps - 1) / steps) / cfg.epochs):.3g} "
+                f", learning rate x{rate_at(epoch, steps - 1, steps):.3g} "
                 f"({cfg.lr_schedule}) at the last step")
         log.info("epoch %d/%d: %s (%.1f s, %.1f images/s%s)", epoch + 1, cfg.epochs,
                  " ".join(f"{k} {means[k]:.4f}" for k in columns), epoch_seconds, history[-1]["images_per_s"], rate)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from workflow_scripts.config import psf_settings
 from workflow_scripts.errors import ConfigError
 
 
@@ -50,7 +51,7 @@ def check(config: Mapping[str, Any]) -> None:
                           f"a {study['cutout_size']} px cutout")
     wings = study.get("psf_wings")
     if wings is not None:
-        stamp = {**config["psf"], **config["psf"].get("per_survey", {}).get(name, {})}["stamp_size"]
+        stamp = psf_settings(config, name)["stamp_size"]
         if wings % 2 == 0 or wings < stamp:
             raise ConfigError(f"config: pearce_casey23.psf_wings = {wings} must be odd and at least the EPSF stamp "
                               f"of {name} ({stamp} px, psf.stamp_size)")
