@@ -172,6 +172,7 @@ rule pearce_casey23_predict:
         set="validation|anomalies|train",
     params:
         device=config["device"],
+        dihedral=config["pearce_casey23"]["test_time_dihedral"],
         code=code_version("steps/pearce_casey23/predict.py"),
         lineage=PC23_LINEAGE,
     log:

@@ -314,6 +314,10 @@ def test_config_checks_name_the_bad_key():
         with pytest.raises(ConfigError, match=f"psf_wings = {wings} must be odd and at least the EPSF stamp of ceers"):
             validate_config(bad)
     bad = copy.deepcopy(config)
+    bad["pearce_casey23"]["test_time_dihedral"] = 3
+    with pytest.raises(ConfigError, match=r"pearce_casey23.test_time_dihedral = 3 is not one of \[1, 2, 4, 8\]"):
+        validate_config(bad)
+    bad = copy.deepcopy(config)
     bad["pearce_casey23"]["model"]["reference_band"] = "F277W"
     with pytest.raises(ConfigError, match="reference_band = 'F277W' is not one of the input_bands"):
         validate_config(bad)
@@ -472,3 +476,30 @@ def test_the_core_detectors_reach_the_metrics_and_the_side_by_side_table():
     assert rows["cGAN LW core excess, true - predicted, ours (high flags)"]["merger_auc"] > 0.99
     plain = compute_metrics(_table(np.random.default_rng(13)), STUDY, seed=1)
     assert "merger_auc_core" not in {x["id"] for x in plain["entries"]} and "core" not in plain
+
+
+def test_predict_with_the_dihedral_mean_turns_with_its_input(tmp_path):
+    """``test_time_dihedral``: a (randomly initialised, so not equivariant) U-Net's predictions averaged over the 8
+    transforms of each input turn exactly with the input, through the scaling and its inverse; one copy is the
+    plain single pass."""
+    import torch
+
+    from workflow_scripts.imaging.augment import dihedral
+    from workflow_scripts.train.inference import save_model
+
+    torch.manual_seed(1)
+    model = {**STUDY["model"], "base": 4, "depth": 3, "n_dropout": 1}
+    obj = cgan.build_objective(model, 3, 3)  # direct prediction (a reference band starts as its copy: equivariant)
+    obj.reset_parameters()
+    path = save_model(obj.generator, tmp_path / "generator.pt")
+    rng = np.random.default_rng(3)
+    sw = rng.normal(0, SIGMA, (3, 3, 24, 24)).astype(np.float32)
+    sw[:, :, 10:13, 14:16] += rng.uniform(0.01, 1.0, (3, 3, 1, 1))  # an off-centre source
+    sc = cgan.fit_scalings(sw, 2 * sw)
+    single = cgan.predict(path, sw, sc, device="cpu")
+    assert np.array_equal(cgan.predict(path, sw, sc, device="cpu", dihedral=1), single)
+    mean8 = cgan.predict(path, sw, sc, device="cpu", dihedral=8)
+    assert not np.allclose(mean8, single, rtol=1e-3)  # the network alone is not equivariant
+    for k in (1, 5):
+        turned = cgan.predict(path, np.ascontiguousarray(dihedral(sw, k)), sc, device="cpu", dihedral=8)
+        assert np.allclose(turned, dihedral(mean8, k), rtol=1e-5, atol=1e-9)

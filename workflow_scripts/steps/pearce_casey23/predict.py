@@ -18,11 +18,12 @@ def main(snakemake: Any, log: Any) -> None:
     cs = read_cutouts(snakemake.input.cutouts)
     sw, _ = split_bands(cs, spec["input_bands"], spec["output_bands"])
     out = predict(snakemake.input.generator, sw, scalings_from_dict(spec), resize=spec["resize"],
-                  device=snakemake.params.device)
+                  device=snakemake.params.device, dihedral=snakemake.params.dihedral)
     zps = [cs.zeropoints[cs.band_index(b)] for b in spec["output_bands"]]
     pred = CutoutSet(cube=out, bands=list(spec["output_bands"]), table=cs.table, pixel_scale=cs.pixel_scale,
                      zeropoints=zps, bunit=cs.bunit, summary={"n_input": cs.n, "n_kept": cs.n})
-    log.info("predicted %s for %d cutouts", ",".join(spec["output_bands"]), cs.n)
+    log.info("predicted %s for %d cutouts (mean over %d dihedral copies)", ",".join(spec["output_bands"]), cs.n,
+             snakemake.params.dihedral)
     write_cutouts(snakemake.output.predicted, pred, step_provenance(snakemake, "derived"))
 
 

@@ -11,6 +11,8 @@
   its generator step is not detached, so the adversarial gradient reaches the generator).
 * Output (``model.reference_band``, ours; null: the paper's direct prediction): every LW band predicted relative to
   the reddest SW band, the generator starting as a copy of it (:func:`reference_index`).
+* Prediction (``test_time_dihedral``, ours; 1: the paper's single pass): the mean of the predictions of the 8
+  rotated and flipped copies of each input, each turned back (EDSR's "self-ensemble"), at 8x the inference cost.
 * Learning rates (``model.lr_schedule``, ours: ``linear``, pix2pix's decay to 0 over the second half of the run;
   ``constant``: the paper, which gives no schedule), applied by the shared loop.
 """
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from workflow_scripts.imaging.augment import augment
+from workflow_scripts.imaging.test_time import dihedral_mean
 from workflow_scripts.imaging.scaling import AsinhScaling
 from workflow_scripts.imaging.stamps import CutoutSet
 from workflow_scripts.models.pix2pix import PatchDiscriminator, UNetGenerator
@@ -111,14 +114,21 @@ def train_pix2pix(model: Mapping[str, Any], sw: np.ndarray, lw: np.ndarray, scal
 
 
 def predict(generator_path: str | Path, sw: np.ndarray, scalings: Mapping[str, AsinhScaling], *, resize: int = 0,
-            device: str = "auto", batch_size: int = 64) -> np.ndarray:
-    """Predicted output bands (physical units, the cutouts' size) of input cubes (physical units)."""
+            device: str = "auto", batch_size: int = 64, dihedral: int = 1) -> np.ndarray:
+    """Predicted output bands (physical units, the cutouts' size) of input cubes (physical units).
+
+    ``dihedral`` > 1 (``test_time_dihedral``, ours): the mean in flux of the predictions of that many dihedral
+    transforms of each input, each transformed back (:func:`~workflow_scripts.imaging.test_time.dihedral_mean`)."""
     generator = load_model(generator_path, device)
     size = sw.shape[-1]
-    x = to_model_space(sw, scalings["input"], resize)
-    out = torch.from_numpy(generate(generator, x, batch_size=batch_size))
-    out = _resize(out, size) if resize else out
-    return scalings["output"].inverse(np.clip(out.numpy(), -1.0, 1.0)).astype(np.float32)
+
+    def one_pass(cube: np.ndarray) -> np.ndarray:
+        out = torch.from_numpy(generate(generator, to_model_space(cube, scalings["input"], resize),
+                                        batch_size=batch_size))
+        out = _resize(out, size) if resize else out
+        return scalings["output"].inverse(np.clip(out.numpy(), -1.0, 1.0)).astype(np.float32)
+
+    return dihedral_mean(one_pass, sw, dihedral)
 
 
 __all__ = ["build_objective", "fit_scalings", "predict", "reference_index", "scalings_from_dict", "scalings_to_dict",
