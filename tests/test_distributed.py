@@ -315,3 +315,28 @@ def test_the_deep_field_training_rule_trains_its_ensemble_in_two_processes(ci_ru
     assert len(ours) == len(local) == 2
     for key in ("loss_d", "loss_g"):
         assert float(ours[-1][key]) == pytest.approx(float(local[-1][key]), rel=0.25), key
+
+
+@pytest.mark.slow
+def test_the_anomaly_studys_training_rule_trains_pix2pix_in_two_processes(ci_run: Path, tmp_path: Path):
+    """pix2pix through torchrun from its rule: the job's spec carries what the launcher needs (its name among it),
+    rank 0 writes the generator and the scaling, the checkpoint is a two-process one, and the losses follow the
+    single-process ci run's within GAN noise."""
+    _copy_ci_run(ci_run, tmp_path)
+    model_dir = tmp_path / "results/pearce_casey23/model"
+    shutil.rmtree(model_dir)
+    (tmp_path / "two_processes.yaml").write_text("pearce_casey23:\n  resources: {processes: 2, threads: 2}\n")
+    result = run_snakemake("--cores", "2", "results/pearce_casey23/model/generator.pt", "--configfile",
+                           str(REPO / "presets/ci.yaml"), str(tmp_path / "two_processes.yaml"), workdir=tmp_path,
+                           timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "1 of 1 steps (100%) done" in result.stderr
+    log = (tmp_path / "results/logs/pearce_casey23/train.log").read_text()
+    assert "training pearce_casey23 pix2pix data-parallel in 2 processes" in log and "rank0/2" in log
+    assert torch.load(model_dir / CHECKPOINT_NAME, weights_only=True)["world_size"] == 2
+    assert json.loads((model_dir / "scaling.json").read_text()) == json.loads(
+        (ci_run / "results/pearce_casey23/model/scaling.json").read_text())
+    ours = list(csv.DictReader(open(model_dir / "losses.csv")))
+    local = list(csv.DictReader(open(ci_run / "results/pearce_casey23/model/losses.csv")))
+    assert len(ours) == len(local)
+    assert float(ours[-1]["loss_l1"]) == pytest.approx(float(local[-1]["loss_l1"]), rel=0.25)

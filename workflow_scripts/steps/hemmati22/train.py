@@ -9,8 +9,6 @@ workflow_scripts.steps.hemmati22.train --spec spec.json``); each worker calls :f
 
 import json
 import logging
-import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +20,7 @@ except ImportError:
 from workflow_scripts.imaging.stamps import read_cutouts
 from workflow_scripts.io import atomic_path
 from workflow_scripts.steps._common import run
+from workflow_scripts.steps._training import run_training_rule, training_spec
 from workflow_scripts.studies.hemmati22.detect import study_bands
 from workflow_scripts.studies.hemmati22.gans import augment, fit_scaling, train_gan
 from workflow_scripts.surveys import Survey
@@ -33,20 +32,10 @@ WORKER_MODULE = "workflow_scripts.steps.hemmati22.train"
 
 def job_spec(snakemake: Any) -> dict[str, Any]:
     """Everything the training needs from the Snakemake job, as plain JSON-able data."""
-    return {
-        "name": snakemake.wildcards.model,
-        "model": dict(snakemake.params.model),
-        "study": dict(snakemake.params.study),
-        "survey": dict(snakemake.params.survey),
-        "seed": snakemake.params.seed,
-        "out_dir": snakemake.params.out_dir,
-        "train_hi": snakemake.input.train_hi,
-        "train_lo": snakemake.input.train_lo,
-        "scaling": snakemake.output.scaling,
-        "device": snakemake.params.device,
-        "threads": max(1, min(snakemake.threads, os.cpu_count() or 1)),
-        "log": snakemake.log[0] if len(snakemake.log) else None,
-    }
+    return training_spec(snakemake, snakemake.wildcards.model, model=dict(snakemake.params.model),
+                         study=dict(snakemake.params.study), survey=dict(snakemake.params.survey),
+                         out_dir=snakemake.params.out_dir, train_hi=snakemake.input.train_hi,
+                         train_lo=snakemake.input.train_lo, scaling=snakemake.output.scaling)
 
 
 def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = True) -> TrainResult:
@@ -70,10 +59,7 @@ def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = Tr
 
 
 def main(snakemake: Any, log: logging.Logger) -> None:
-    status, _ = launch.run_training(train_model, job_spec(snakemake), snakemake.resources.get("gpu", 0),
-                                    snakemake.params.processes, WORKER_MODULE, log)
-    if status:
-        sys.exit(status)
+    run_training_rule(snakemake, train_model, job_spec(snakemake), WORKER_MODULE, log)
 
 
 if "snakemake" in globals():

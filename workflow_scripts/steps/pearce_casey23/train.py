@@ -7,8 +7,6 @@ under torchrun (``python -m workflow_scripts.steps.pearce_casey23.train --spec s
 
 import json
 import logging
-import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +18,7 @@ except ImportError:
 from workflow_scripts.imaging.stamps import read_cutouts
 from workflow_scripts.io import atomic_path
 from workflow_scripts.steps._common import run
+from workflow_scripts.steps._training import run_training_rule, training_spec
 from workflow_scripts.studies.pearce_casey23.cgan import (fit_scalings, reference_index, scalings_to_dict, split_bands,
                                                           train_pix2pix)
 from workflow_scripts.train import distributed, launch
@@ -29,11 +28,9 @@ WORKER_MODULE = "workflow_scripts.steps.pearce_casey23.train"
 
 
 def job_spec(snakemake: Any) -> dict[str, Any]:
-    return {"study": dict(snakemake.params.study), "seed": snakemake.params.seed,
-            "out_dir": snakemake.params.out_dir, "train": snakemake.input.train,
-            "scaling": snakemake.output.scaling, "device": snakemake.params.device,
-            "threads": max(1, min(snakemake.threads, os.cpu_count() or 1)),
-            "log": snakemake.log[0] if len(snakemake.log) else None}
+    return training_spec(snakemake, "pearce_casey23 pix2pix", study=dict(snakemake.params.study),
+                         out_dir=snakemake.params.out_dir, train=snakemake.input.train,
+                         scaling=snakemake.output.scaling)
 
 
 def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = True) -> TrainResult:
@@ -53,10 +50,7 @@ def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = Tr
 
 
 def main(snakemake: Any, log: logging.Logger) -> None:
-    status, _ = launch.run_training(train_model, job_spec(snakemake), snakemake.resources.get("gpu", 0),
-                                    snakemake.params.processes, WORKER_MODULE, log)
-    if status:
-        sys.exit(status)
+    run_training_rule(snakemake, train_model, job_spec(snakemake), WORKER_MODULE, log)
 
 
 if "snakemake" in globals():

@@ -9,7 +9,6 @@ workflow_scripts.steps.smith_geach19.train --spec spec.json``), every worker tra
 import json
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +24,7 @@ from astropy.io import fits
 from workflow_scripts.errors import PipelineError
 from workflow_scripts.io import atomic_path
 from workflow_scripts.steps._common import run
+from workflow_scripts.steps._training import run_training_rule, training_spec
 from workflow_scripts.studies.smith_geach19.model import snapshot_epochs, snapshot_path, train_ensemble
 from workflow_scripts.train import distributed, launch
 from workflow_scripts.train.loop import TrainResult
@@ -33,10 +33,8 @@ WORKER_MODULE = "workflow_scripts.steps.smith_geach19.train"
 
 
 def job_spec(snakemake: Any) -> dict[str, Any]:
-    return {"name": "smith_geach19 Spatial-GAN", "study": dict(snakemake.params.study), "seed": snakemake.params.seed,
-            "field": snakemake.input.field, "out_dir": os.path.dirname(snakemake.output.ensemble),
-            "device": snakemake.params.device, "threads": max(1, min(snakemake.threads, os.cpu_count() or 1)),
-            "log": snakemake.log[0] if len(snakemake.log) else None}
+    return training_spec(snakemake, "smith_geach19 Spatial-GAN", study=dict(snakemake.params.study),
+                         field=snakemake.input.field, out_dir=os.path.dirname(snakemake.output.ensemble))
 
 
 def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = True) -> TrainResult:
@@ -53,10 +51,7 @@ def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = Tr
 
 def main(snakemake: Any, log: logging.Logger) -> None:
     spec = job_spec(snakemake)
-    status, nproc = launch.run_training(train_model, spec, snakemake.resources.get("gpu", 0),
-                                        snakemake.params.processes, WORKER_MODULE, log)
-    if status:
-        sys.exit(status)
+    nproc = run_training_rule(snakemake, train_model, spec, WORKER_MODULE, log)
     model, ensemble = spec["study"]["model"], spec["study"]["ensemble"]
     snaps = [snapshot_path(spec["out_dir"], e)
              for e in snapshot_epochs(model["epochs"], ensemble["every"], ensemble["members"])]

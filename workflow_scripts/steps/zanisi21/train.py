@@ -8,8 +8,6 @@ under torchrun (``python -m workflow_scripts.steps.zanisi21.train --spec spec.js
 
 import json
 import logging
-import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +18,7 @@ except ImportError:
 
 from workflow_scripts.imaging.stamps import read_cutouts
 from workflow_scripts.steps._common import run
+from workflow_scripts.steps._training import run_training_rule, training_spec
 from workflow_scripts.studies.zanisi21.model import (SHARED_CLASSES, shared_training_data, train_pixelcnn,
                                                      training_data)
 from workflow_scripts.studies.zanisi21.stamps import StampScaling
@@ -30,12 +29,9 @@ WORKER_MODULE = "workflow_scripts.steps.zanisi21.train"
 
 
 def job_spec(snakemake: Any) -> dict[str, Any]:
-    return {"name": f"zanisi21 {snakemake.wildcards.model}", "kind": snakemake.wildcards.model,
-            "study": dict(snakemake.params.study), "seed": snakemake.params.seed,
-            "out_dir": snakemake.params.out_dir, "stamps": list(snakemake.input.stamps),
-            "scaling": snakemake.input.scaling, "device": snakemake.params.device,
-            "threads": max(1, min(snakemake.threads, os.cpu_count() or 1)),
-            "log": snakemake.log[0] if len(snakemake.log) else None}
+    return training_spec(snakemake, f"zanisi21 {snakemake.wildcards.model}", kind=snakemake.wildcards.model,
+                         study=dict(snakemake.params.study), out_dir=snakemake.params.out_dir,
+                         stamps=list(snakemake.input.stamps), scaling=snakemake.input.scaling)
 
 
 def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = True) -> TrainResult:
@@ -56,10 +52,7 @@ def train_model(spec: Mapping[str, Any], log: logging.Logger, is_main: bool = Tr
 
 
 def main(snakemake: Any, log: logging.Logger) -> None:
-    status, _ = launch.run_training(train_model, job_spec(snakemake), snakemake.resources.get("gpu", 0),
-                                    snakemake.params.processes, WORKER_MODULE, log)
-    if status:
-        sys.exit(status)
+    run_training_rule(snakemake, train_model, job_spec(snakemake), WORKER_MODULE, log)
 
 
 if "snakemake" in globals():
