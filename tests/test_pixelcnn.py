@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -309,38 +310,57 @@ def two_class_images(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Te
     return quantize(x, 8), label
 
 
-def test_conditional_model_separates_its_classes_where_they_differ_and_shares_what_they_share(tmp_path):
-    """The reason the likelihood-ratio study has a shared model: two classes that share their sky (here, the noise
-    of rows 1-7) and differ in their sources (row 0). One conditional network gives a log-likelihood ratio that
-    tells the classes apart from row 0 and stays near zero on the rest; two separate models with the same budget
-    each learn the shared noise their own way, and their ratio on it is larger."""
+def _shared_and_separate_llr(seed: int, out_dir) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pixel LLR (class 0 against class 1) on held-out two-class images of one conditional PixelCNN and of two
+    separate ones with the same steps (each trains on its class for twice the epochs); and the held-out labels."""
     g = torch.Generator().manual_seed(0)
     x, y = two_class_images(512, g)
     x_test, y_test = two_class_images(128, g)
-    cfg = TrainConfig(epochs=6, batch_size=16, lr=1e-2, betas=(0.9, 0.99), seed=5, device="cpu")
+    cfg = TrainConfig(epochs=6, batch_size=16, lr=1e-2, betas=(0.9, 0.99), seed=seed, device="cpu")
     model = PixelCNN(filters=8, n_resnet=1, n_mix=2, dropout=0.0, n_classes=2)
     res = train(LikelihoodObjective(model, log_prob=model.params_log_prob, conditional=True), (x, y), cfg,
-                tmp_path / "shared", progress=False)
+                out_dir / "shared", progress=False)
     shared = load_model(res.model_path, device="cpu")
     separate = []
-    for k in (0, 1):   # the same steps in all: each separate model trains on its class for twice the epochs
+    for k in (0, 1):
         m = PixelCNN(filters=8, n_resnet=1, n_mix=2, dropout=0.0)
         r = train(LikelihoodObjective(m, log_prob=m.params_log_prob), x[y == k],
-                  dataclasses.replace(cfg, epochs=2 * cfg.epochs), tmp_path / f"separate{k}", progress=False)
+                  dataclasses.replace(cfg, epochs=2 * cfg.epochs), out_dir / f"separate{k}", progress=False)
         separate.append(load_model(r.model_path, device="cpu"))
     with torch.no_grad():
         llr_shared = shared.log_prob_pixels(x_test, 0) - shared.log_prob_pixels(x_test, 1)
         llr_sep = separate[0].log_prob_pixels(x_test) - separate[1].log_prob_pixels(x_test)
-    for name, llr in (("shared", llr_shared), ("separate", llr_sep)):   # both tell the classes apart
-        score = llr.flatten(1).sum(1)
-        auroc = float((score[y_test == 0][:, None] > score[y_test == 1][None, :]).double().mean())
-        assert auroc > 0.95, (name, auroc)
-    sky_shared, sky_sep = float(llr_shared[:, 1:].abs().mean()), float(llr_sep[:, 1:].abs().mean())
-    source_shared = float(llr_shared[:, 0].abs().mean())
-    print(f"mean |LLR| per pixel, rows 1-7 (the shared noise): shared model {sky_shared:.4f}, separate "
-          f"{sky_sep:.4f}; row 0, shared model {source_shared:.3f}")
-    assert sky_shared < 0.2 * sky_sep      # measured: 0.05 against 1.6 nats
-    assert sky_shared < 0.1 * source_shared
+    return llr_shared, llr_sep, y_test
+
+
+def test_conditional_model_separates_its_classes_where_they_differ_and_shares_what_they_share(tmp_path):
+    """The reason the likelihood-ratio study has a shared model: two classes that share their sky (here, the noise
+    of rows 1-7) and differ in their sources (row 0). One conditional network gives a log-likelihood ratio that
+    tells the classes apart from row 0 and stays near zero on the rest; two separate models with the same budget
+    each learn the shared noise their own way, and their ratio on it is larger.
+
+    How much larger depends on the training run (on one machine, seed 5 gave 0.05 against 1.6 nats per pixel; on
+    another 0.16 against 0.37, and seeds 0 and 1 there 0.22 / 0.31 and 0.08 / 0.83), so three training seeds are
+    judged: smaller on each, and less than half over the three."""
+    sky = {"shared": [], "separate": []}
+    source_shared = []
+    for seed in (5, 0, 1):
+        llr_shared, llr_sep, y_test = _shared_and_separate_llr(seed, tmp_path / f"seed{seed}")
+        for name, llr in (("shared", llr_shared), ("separate", llr_sep)):   # both tell the classes apart
+            score = llr.flatten(1).sum(1)
+            auroc = float((score[y_test == 0][:, None] > score[y_test == 1][None, :]).double().mean())
+            assert auroc > 0.95, (seed, name, auroc)
+            sky[name].append(float(llr[:, 1:].abs().mean()))
+        source_shared.append(float(llr_shared[:, 0].abs().mean()))
+        print(f"seed {seed}: mean |LLR| per pixel, rows 1-7 (the shared noise): shared model {sky['shared'][-1]:.4f}, "
+              f"separate {sky['separate'][-1]:.4f}; row 0, shared model {source_shared[-1]:.3f}")
+        assert sky["shared"][-1] < sky["separate"][-1], seed
+    assert np.mean(sky["shared"]) < 0.5 * np.mean(sky["separate"])   # measured here: 0.15 against 0.50
+    assert np.mean(sky["shared"]) < 0.1 * np.mean(source_shared)     # 0.15 against 4.0
+    g = torch.Generator().manual_seed(0)
+    x, _ = two_class_images(64, g)
+    model = PixelCNN(filters=8, n_resnet=1, n_mix=2, dropout=0.0, n_classes=2)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-2, seed=5, device="cpu")
     with pytest.raises(Exception, match="pairs"):
         train(LikelihoodObjective(model, log_prob=model.params_log_prob, conditional=True), x, cfg,
               tmp_path / "unlabelled", progress=False)
