@@ -261,20 +261,28 @@ def _copy_ci_run(ci_run: Path, tmp_path: Path) -> None:
                     ignore=shutil.ignore_patterns("conda", "singularity", "log", "slurm_logs"))
 
 
-@pytest.mark.slow
-def test_training_rule_relaunches_itself_under_torchrun(ci_run: Path, tmp_path: Path):
-    # the ci run's upstream files; the model trained again
+def _train_in_two_processes(ci_run: Path, tmp_path: Path, study: str, model_dir: str, target: str,
+                            log_file: str) -> str:
+    """The ci run's files in ``tmp_path``, ``model_dir`` removed and ``target`` made again by its training rule in 2
+    CPU processes (``{study}.resources.processes``): only that job runs (its inputs are up to date), and its log
+    shows both ranks. Returns the log."""
     _copy_ci_run(ci_run, tmp_path)
-    model_dir = tmp_path / "results/hemmati22/models/srgan1"
-    shutil.rmtree(model_dir)
-    (tmp_path / "two_processes.yaml").write_text("hemmati22:\n  resources: {processes: 2, threads: 2}\n")
-    target = "results/hemmati22/models/srgan1/generator.pt"
+    shutil.rmtree(tmp_path / model_dir)
+    (tmp_path / "two_processes.yaml").write_text(f"{study}:\n  resources: {{processes: 2, threads: 2}}\n")
     result = run_snakemake("--cores", "2", target, "--configfile", str(REPO / "presets/ci.yaml"),
                            str(tmp_path / "two_processes.yaml"), workdir=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    assert "1 of 1 steps (100%) done" in result.stderr  # the training job only: its inputs are up to date
-    log = (tmp_path / "results/logs/hemmati22/train_srgan1.log").read_text()
+    assert "1 of 1 steps (100%) done" in result.stderr
+    log = (tmp_path / log_file).read_text()
     assert "data-parallel in 2 processes" in log and "rank0/2" in log
+    return log
+
+
+@pytest.mark.slow
+def test_training_rule_relaunches_itself_under_torchrun(ci_run: Path, tmp_path: Path):
+    model_dir = tmp_path / "results/hemmati22/models/srgan1"
+    _train_in_two_processes(ci_run, tmp_path, "hemmati22", "results/hemmati22/models/srgan1",
+                            "results/hemmati22/models/srgan1/generator.pt", "results/logs/hemmati22/train_srgan1.log")
     ckpt = torch.load(model_dir / CHECKPOINT_NAME, weights_only=True)
     assert ckpt["world_size"] == 2
     gen = load_generator(model_dir / GENERATOR_NAME, device="cpu")
@@ -294,17 +302,9 @@ def test_training_rule_relaunches_itself_under_torchrun(ci_run: Path, tmp_path: 
 def test_the_deep_field_training_rule_trains_its_ensemble_in_two_processes(ci_run: Path, tmp_path: Path):
     """The Spatial-GAN's self-ensemble through torchrun: both snapshots written once (rank 0), the checkpoint of a
     two-process run, the ensemble file naming them, and the losses of the single-process ci run within GAN noise."""
-    _copy_ci_run(ci_run, tmp_path)
     model_dir = tmp_path / "results/smith_geach19/model"
-    shutil.rmtree(model_dir)
-    (tmp_path / "two_processes.yaml").write_text("smith_geach19:\n  resources: {processes: 2, threads: 2}\n")
-    result = run_snakemake("--cores", "2", "results/smith_geach19/model/ensemble.json", "--configfile",
-                           str(REPO / "presets/ci.yaml"), str(tmp_path / "two_processes.yaml"), workdir=tmp_path,
-                           timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    assert "1 of 1 steps (100%) done" in result.stderr
-    log = (tmp_path / "results/logs/smith_geach19/train.log").read_text()
-    assert "data-parallel in 2 processes" in log and "rank0/2" in log
+    _train_in_two_processes(ci_run, tmp_path, "smith_geach19", "results/smith_geach19/model",
+                            "results/smith_geach19/model/ensemble.json", "results/logs/smith_geach19/train.log")
     ensemble = json.loads((model_dir / "ensemble.json").read_text())
     assert ensemble == {"snapshots": ["generator_epoch0001.pt", "generator_epoch0002.pt"], "processes": 2}
     assert torch.load(model_dir / CHECKPOINT_NAME, weights_only=True)["world_size"] == 2
@@ -322,17 +322,10 @@ def test_the_anomaly_studys_training_rule_trains_pix2pix_in_two_processes(ci_run
     """pix2pix through torchrun from its rule: the job's spec carries what the launcher needs (its name among it),
     rank 0 writes the generator and the scaling, the checkpoint is a two-process one, and the losses follow the
     single-process ci run's within GAN noise."""
-    _copy_ci_run(ci_run, tmp_path)
     model_dir = tmp_path / "results/pearce_casey23/model"
-    shutil.rmtree(model_dir)
-    (tmp_path / "two_processes.yaml").write_text("pearce_casey23:\n  resources: {processes: 2, threads: 2}\n")
-    result = run_snakemake("--cores", "2", "results/pearce_casey23/model/generator.pt", "--configfile",
-                           str(REPO / "presets/ci.yaml"), str(tmp_path / "two_processes.yaml"), workdir=tmp_path,
-                           timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    assert "1 of 1 steps (100%) done" in result.stderr
-    log = (tmp_path / "results/logs/pearce_casey23/train.log").read_text()
-    assert "training pearce_casey23 pix2pix data-parallel in 2 processes" in log and "rank0/2" in log
+    log = _train_in_two_processes(ci_run, tmp_path, "pearce_casey23", "results/pearce_casey23/model",
+                                  "results/pearce_casey23/model/generator.pt", "results/logs/pearce_casey23/train.log")
+    assert "training pearce_casey23 pix2pix data-parallel in 2 processes" in log
     assert torch.load(model_dir / CHECKPOINT_NAME, weights_only=True)["world_size"] == 2
     assert json.loads((model_dir / "scaling.json").read_text()) == json.loads(
         (ci_run / "results/pearce_casey23/model/scaling.json").read_text())

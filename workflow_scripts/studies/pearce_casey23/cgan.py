@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from workflow_scripts.imaging.augment import augment
-from workflow_scripts.imaging.test_time import dihedral_mean
 from workflow_scripts.imaging.scaling import AsinhScaling
 from workflow_scripts.imaging.stamps import CutoutSet
+from workflow_scripts.imaging.test_time import dihedral_mean
 from workflow_scripts.models.pix2pix import PatchDiscriminator, UNetGenerator
 from workflow_scripts.train.inference import generate, load_model
 from workflow_scripts.train.loop import TrainConfig, TrainResult, train
