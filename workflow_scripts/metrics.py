@@ -27,7 +27,8 @@ import numpy as np
 from workflow_scripts.errors import PipelineError
 
 __all__ = ["ENTRY_FIELDS", "MAG_MATCH_WIDTH", "MetricsError", "bootstrap_auc", "bootstrap_median", "entry",
-           "check_entry", "matched_auc", "plural_label", "ranked_auc", "roc_auc", "roc_points", "validate_metrics"]
+           "check_entry", "matched_auc", "plural_label", "ranked_auc", "roc_auc", "roc_points", "singular_label",
+           "validate_metrics"]
 
 #: the fields of a headline entry, in the order they are written
 ENTRY_FIELDS = ("id", "what", "paper", "ours", "unit", "goal", "holds")
@@ -201,9 +202,14 @@ def ranked_auc(pos: Any, neg: Any, pos_mag: Any, neg_mag: Any, seed: int, n_boot
     return {"auc": roc_auc(pos, neg), "p16": p16, "p84": p84, "mag_matched": matched, "mag_matched_n": [n_pos, n_neg]}
 
 
+def singular_label(label: str) -> str:
+    """An anomaly label as a noun for text and figures (ero -> ERO, merger -> merger)."""
+    return "ERO" if label.lower() == "ero" else label
+
+
 def plural_label(label: str) -> str:
     """An anomaly label as a plural noun for text and figures (ero -> EROs, merger -> mergers)."""
-    return "EROs" if label.lower() == "ero" else f"{label}s"
+    return f"{singular_label(label)}s"
 
 
 def roc_points(pos: Any, neg: Any) -> tuple[np.ndarray, np.ndarray]:

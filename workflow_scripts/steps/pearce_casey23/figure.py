@@ -12,19 +12,14 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.imaging.stamps import read_cutouts
+from workflow_scripts.metrics import plural_label, singular_label
 from workflow_scripts.plotting.save import FigureError
 from workflow_scripts.steps._common import run
 from workflow_scripts.studies.pearce_casey23 import figures as figs
-from workflow_scripts.metrics import plural_label
 from workflow_scripts.studies.pearce_casey23.metrics import groups
 
 #: objects shown in the image figures (the brightest of their class in the last output band)
 N_SHOWN = 3
-
-
-def _name(cls: str) -> str:
-    """An anomaly label as a singular noun for titles (ero -> ERO)."""
-    return "ERO" if cls == "ero" else cls
 
 
 def _brightest(df: pd.DataFrame, band: str, cls: str) -> pd.DataFrame:
@@ -58,13 +53,13 @@ def main(snakemake: Any, log: Any) -> None:
         cls = "ero" if which == "fig1b" else "merger"
         shown = _brightest(g[cls], band, cls)
         sw, pred, lw = _cubes(snakemake, study, anomalies, shown["id"].to_numpy())
-        labels = [f"{_name(cls)} {i}\n{band} {m:.1f}, err {e:.2f}" for i, m, e in
+        labels = [f"{singular_label(cls)} {i}\n{band} {m:.1f}, err {e:.2f}" for i, m, e in
                   zip(shown["id"], shown[f"mag_{band}"], shown["cgan_sed_error"])]
         figs.object_panels(sw, pred, lw, labels, inb, outb, *out, f"the {len(shown)} brightest {plural_label(cls)}")
     elif which in ("fig1c", "fig1e"):
         cls = "ero" if which == "fig1c" else "merger"
         row = _brightest(g[cls], band, cls).iloc[0]
-        figs.sed_panel(row, inb, outb, zps, *out, f"SED of the brightest {_name(cls)} (id {row['id']})")
+        figs.sed_panel(row, inb, outb, zps, *out, f"SED of the brightest {singular_label(cls)} (id {row['id']})")
     elif which == "roc":
         metrics = json.loads(open(snakemake.input.metrics).read())
         aucs = {f"{m}_sed_error": {c: metrics[m]["auc"][c]["auc"] for c in ("merger", "ero")}

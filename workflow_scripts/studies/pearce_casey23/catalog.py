@@ -35,7 +35,7 @@ ID_STRIDE = 1_000_000
 # --------------------------------------------------------------------------------------------- matching
 def matched_mosaic(mosaic: Mosaic, source_psf: np.ndarray, target_psf: np.ndarray, *, target_band: str,
                    target_fwhm: float, background_box: int, background_filter: int,
-                 wing_size: int | None = None) -> tuple[Mosaic, dict[str, Any]]:
+                   wing_size: int | None = None) -> tuple[Mosaic, dict[str, Any]]:
     """``mosaic`` convolved to the target PSF (photutils matching kernel between the two measured EPSFs; the target
     band itself is left as it is) with its sep background subtracted; returns it and a summary. ``wing_size``:
     both EPSFs extended to that side with fitted Moffat wings first (:func:`.psf_matching.with_moffat_wings`)."""

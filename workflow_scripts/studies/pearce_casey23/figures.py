@@ -116,7 +116,8 @@ def sed_error_distribution(normal: pd.DataFrame, anomalies: Mapping[str, pd.Data
     for key, df in {"normal": normal, **anomalies}.items():
         if len(df):
             v = np.clip(df["cgan_sed_error"].to_numpy(float), 0, bins[-1])
-            ax.hist(v, bins=bins, histtype="step", density=True, color=COLOURS[key], label=f"{'normal galaxies' if key == 'normal' else plural_label(key)} ({len(df)})")
+            name = "normal galaxies" if key == "normal" else plural_label(key)
+            ax.hist(v, bins=bins, histtype="step", density=True, color=COLOURS[key], label=f"{name} ({len(df)})")
     ax.set_xlabel(f"cGAN SED error [mag] (last bin: >= {bins[-1]:g})")
     ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
